@@ -1,0 +1,50 @@
+"""dit-cache: training-free caching and forecasting of diffusion-transformer features across steps.
+
+    handle = dit_cache.accelerate(pipe, dit_cache.fora(dit_cache.space_of(pipe.transformer), 20, 2))
+    images = pipe(prompt, num_inference_steps=20).images
+    handle.remove()
+"""
+
+from .adapters import Adapter, BlockGroup, InputSpec, families, get_adapter, register_adapter
+from .ecad import from_ecad, load_ecad, save_ecad, to_ecad
+from .macs import StepCost, schedule_macs, step_cost_from_config
+from .runtime import CacheHandle, accelerate, space_of
+from .schedule import (
+    Schedule,
+    ScheduleError,
+    ScheduleSpace,
+    ScheduleWarning,
+    cache_component,
+    compute_all,
+    fora,
+    random_schedule,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Adapter",
+    "BlockGroup",
+    "CacheHandle",
+    "InputSpec",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleSpace",
+    "ScheduleWarning",
+    "StepCost",
+    "accelerate",
+    "cache_component",
+    "compute_all",
+    "families",
+    "fora",
+    "from_ecad",
+    "get_adapter",
+    "load_ecad",
+    "random_schedule",
+    "register_adapter",
+    "save_ecad",
+    "schedule_macs",
+    "space_of",
+    "step_cost_from_config",
+    "to_ecad",
+]

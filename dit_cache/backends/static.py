@@ -1,0 +1,106 @@
+"""Static step x block x component schedules (FORA, ECAD): compute where the schedule says, reuse elsewhere.
+
+FORA (arXiv 2407.01425) and ECAD (arXiv 2506.15682). A reused component returns the raw output cached
+at its last computed step::
+
+    y_{i,l,c} = f_{l,c}(x_{i,l,c})      if S[i, l, c]
+    y_{i,l,c} = y_{j,l,c}               otherwise, j = max{j < i : S[j, l, c]}
+
+while the block recomputes its adaLN modulation, gates and residual adds at step i.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch.utils._pytree import tree_leaves
+
+from ..adapters import Site
+from ..schedule import Schedule, ScheduleError
+from .base import StepContext
+
+
+@dataclass
+class StaticCacheState:
+    """Cached component outputs, one dict per CFG branch: {(block, component): output}."""
+
+    caches: dict[int, dict[tuple[int, int], Any]] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """Forget every cached output."""
+        self.caches.clear()
+
+
+class StaticScheduleBackend:
+    """Follows a `Schedule`; optionally resamples it to the pipeline's step count."""
+
+    def __init__(self, schedule: Schedule, *, resample: bool = False) -> None:
+        self.schedule = schedule
+        self.resample = resample
+        self.state = StaticCacheState()
+        self._plans: dict[int, tuple[list, list]] = {}
+        self._compute, self._store = self._plan(schedule.steps)
+
+    @property
+    def num_steps(self) -> int:
+        """Steps of the active plan."""
+        return len(self._compute)
+
+    def _plan(self, steps: int) -> tuple[list, list]:
+        """Nested-list lookups (fast in the hot path): compute[s][b][c] and store[s][b][c]."""
+        if steps not in self._plans:
+            arr = self.schedule.resample(steps).compute
+            store = arr.copy()
+            store[:-1] &= ~arr[1:]  # keep an output only if the next step reuses it
+            store[-1] = False
+            self._plans[steps] = (arr.tolist(), store.tolist())
+        return self._plans[steps]
+
+    def begin_generation(self, ctx: StepContext) -> None:
+        """Reset caches; check or resample the step count."""
+        self.state.reset()
+        n = ctx.num_steps
+        if n is not None and n != self.schedule.steps:
+            if not self.resample:
+                raise ScheduleError(
+                    f"schedule {self.schedule.name!r} has {self.schedule.steps} steps but the pipeline runs {n}: "
+                    f"call the pipeline with num_inference_steps={self.schedule.steps}, make a schedule for {n} "
+                    "steps, or pass resample=True to accelerate() (nearest step in normalized time)"
+                )
+            self._compute, self._store = self._plan(n)
+        else:
+            self._compute, self._store = self._plan(self.schedule.steps)
+
+    def should_compute(self, site: Site, ctx: StepContext) -> bool:
+        """The schedule's cell for this step."""
+        return self._compute[ctx.step][site.block][site.component]
+
+    def store(self, site: Site, ctx: StepContext, output: Any) -> None:
+        """Keep the output when the next step reuses it."""
+        if self._store[ctx.step][site.block][site.component]:
+            self.state.caches.setdefault(ctx.branch, {})[site.block, site.component] = output
+
+    def reuse(self, site: Site, ctx: StepContext) -> Any:
+        """The output cached at the last computed step of this branch."""
+        try:
+            return self.state.caches[ctx.branch][site.block, site.component]
+        except KeyError:
+            raise RuntimeError(
+                f"no cached output for block {site.block_id} {site.name} (branch {ctx.branch}, step {ctx.step}); "
+                "the generation must start at step 0 of the schedule"
+            ) from None
+
+    def cache_bytes(self) -> int:
+        """Bytes held by cached outputs."""
+        return sum(
+            t.numel() * t.element_size()
+            for cache in self.state.caches.values()
+            for out in cache.values()
+            for t in tree_leaves(out)
+            if hasattr(t, "element_size")
+        )
+
+    def reset(self) -> None:
+        """Drop cached outputs."""
+        self.state.reset()

@@ -1,0 +1,248 @@
+"""`accelerate()`: install caching hooks on one transformer instance; `CacheHandle.remove()` undoes it.
+
+Two kinds of hooks, both through ``diffusers.hooks.HookRegistry`` on *this instance* only:
+
+1. a step tracker on the transformer's forward reads the timestep and sets (generation, step, branch):
+   a repeated timestep is the same step (the next CFG branch when cond/uncond are separate calls),
+   a smaller one is the next step, a larger one starts a new generation and resets all state;
+2. a hook on every cacheable component asks the backend "compute or not?"; when not, the backend's
+   value replaces the component's output.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from .adapters import Adapter, Site, get_adapter
+from .backends import Backend, StaticScheduleBackend, StepContext
+from .macs import meta_like, meta_model_of, step_cost
+from .schedule import Schedule, ScheduleError, ScheduleSpace
+from .stats import CacheStats
+
+STEP_HOOK = "dit_cache.step"
+COMPONENT_HOOK = "dit_cache.component"
+
+
+def space_of(transformer: nn.Module, adapter: Adapter | None = None) -> ScheduleSpace:
+    """The schedule space (family, block ids, components, applicability) of a transformer."""
+    adapter = adapter or get_adapter(transformer)
+    return ScheduleSpace(adapter.family, adapter.block_ids(transformer), adapter.components, adapter.applicable(transformer))
+
+
+class _StepTrackerHook(ModelHook):
+    """Transformer-level hook: derives (generation, step, branch) from the timestep argument."""
+
+    def __init__(self, handle: CacheHandle, timestep_index: int | None) -> None:
+        super().__init__()
+        self.handle = handle
+        self.timestep_index = timestep_index
+
+    def _timestep(self, args: tuple, kwargs: dict) -> float:
+        t = kwargs.get(self.handle.adapter.timestep_arg)
+        if t is None and self.timestep_index is not None and len(args) > self.timestep_index:
+            t = args[self.timestep_index]
+        if t is None:
+            raise ScheduleError("the transformer was called without a timestep; dit-cache tracks steps from it")
+        return float(t.flatten()[0]) if isinstance(t, torch.Tensor) else float(t)
+
+    def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        h, ctx = self.handle, self.handle.ctx
+        t = self._timestep(args, kwargs)
+        if ctx.timestep is None or t > ctx.timestep:
+            h._begin_generation(t)
+        elif t == ctx.timestep:
+            ctx.branch += 1
+        else:
+            ctx.step += 1
+            ctx.branch = 0
+            if ctx.step >= h.backend_steps():
+                raise ScheduleError(
+                    f"the generation reached step {ctx.step + 1} but the schedule has {h.backend_steps()} steps: "
+                    "run the pipeline with the schedule's step count, or pass resample=True to accelerate()"
+                )
+        ctx.timestep = t
+        key = tuple(tuple(x.shape) for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor))
+        h.stats.begin_call(ctx.step, key, lambda: meta_like((args, kwargs)))
+        return args, kwargs
+
+    def post_forward(self, module: nn.Module, output: Any) -> Any:
+        if self.handle.check_finite:
+            out = output[0] if isinstance(output, tuple) else getattr(output, "sample", output)
+            if isinstance(out, torch.Tensor) and not torch.isfinite(out).all():
+                ctx = self.handle.ctx
+                raise FloatingPointError(
+                    f"non-finite transformer output at step {ctx.step} (branch {ctx.branch}); compare with the "
+                    "uncached model: if it is finite there, the schedule reuses too aggressively"
+                )
+        return output
+
+
+class _ComponentHook(ModelHook):
+    """Component-level hook: compute and store, or return the backend's value."""
+
+    def __init__(self, handle: CacheHandle, site: Site) -> None:
+        super().__init__()
+        self.site = site
+        self.ctx = handle.ctx
+        self.backend = handle.backend
+        self.stats = handle.stats
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        site, ctx = self.site, self.ctx
+        if self.backend.should_compute(site, ctx):
+            out = self.fn_ref.original_forward(*args, **kwargs)
+            self.backend.store(site, ctx, out)
+            self.stats.record(ctx.step, site.block, site.component, True)
+            return out
+        self.stats.record(ctx.step, site.block, site.component, False)
+        return self.backend.reuse(site, ctx)
+
+
+class CacheHandle:
+    """Owns the hooks and all caching state of one accelerated transformer."""
+
+    def __init__(self, transformer: nn.Module, backend: Backend, *, pipeline: Any = None,
+                 adapter: Adapter | None = None, check_finite: bool = False) -> None:
+        self.transformer = transformer
+        self.pipeline = pipeline
+        self.adapter = adapter or get_adapter(transformer)
+        self.space = space_of(transformer, self.adapter)
+        self.backend = backend
+        self.check_finite = check_finite
+        self.ctx = StepContext()
+        self.stats = CacheStats(self.space, self._cost)
+        self._meta_model: nn.Module | None = None
+        self._hooked: list[tuple[nn.Module, str, bool]] = []  # (module, hook name, registry created by us)
+        self._install()
+
+    # -- install / remove --------------------------------------------------------------------
+    def _register(self, module: nn.Module, hook: ModelHook, name: str) -> None:
+        created = not hasattr(module, "_diffusers_hook")
+        HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+        self._hooked.append((module, name, created))
+
+    def _install(self) -> None:
+        t = self.transformer
+        if hasattr(t, "_diffusers_hook") and t._diffusers_hook.get_hook(STEP_HOOK) is not None:
+            raise RuntimeError("this transformer is already accelerated by dit-cache; call handle.remove() first")
+        params = [p for p in inspect.signature(type(t).forward).parameters][1:]
+        index = params.index(self.adapter.timestep_arg) if self.adapter.timestep_arg in params else None
+        try:
+            self._register(t, _StepTrackerHook(self, index), STEP_HOOK)
+            for site in self.adapter.sites(t):
+                self._register(site.module, _ComponentHook(self, site), COMPONENT_HOOK)
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Remove every hook and cached tensor; the model is as if never hooked."""
+        for module, name, created in reversed(self._hooked):
+            registry = module._diffusers_hook
+            registry.remove_hook(name, recurse=False)
+            if created and not registry.hooks:
+                del module._diffusers_hook
+                fwd = module.__dict__.get("forward")
+                if fwd is not None and getattr(fwd, "__func__", None) is type(module).forward:
+                    del module.__dict__["forward"]
+        self._hooked.clear()
+        self.backend.reset()
+
+    @property
+    def active(self) -> bool:
+        """True while the hooks are installed."""
+        return bool(self._hooked)
+
+    def __enter__(self) -> CacheHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    # -- generation tracking -----------------------------------------------------------------
+    def _begin_generation(self, t: float) -> None:
+        ctx = self.ctx
+        ctx.generation += 1
+        ctx.step, ctx.branch, ctx.timestep = 0, 0, t
+        ctx.num_steps = self._pipeline_steps()
+        self.stats.generations += 1
+        self.backend.begin_generation(ctx)
+
+    def _pipeline_steps(self) -> int | None:
+        """Distinct timesteps the pipeline's scheduler is set to, if there is a pipeline."""
+        ts = getattr(getattr(self.pipeline, "scheduler", None), "timesteps", None)
+        return int(torch.unique(torch.as_tensor(ts)).numel()) if ts is not None and len(ts) else None
+
+    def backend_steps(self) -> int:
+        """Step count the backend plans for (large for dynamic backends)."""
+        return getattr(self.backend, "num_steps", 1 << 30)
+
+    def reset(self) -> None:
+        """Forget the current generation: the next transformer call starts a new one."""
+        self.ctx.timestep = None
+        self.backend.reset()
+
+    # -- accounting --------------------------------------------------------------------------
+    def _cost(self, meta_inputs: Any, convention: str):
+        if self._meta_model is None:
+            self._meta_model = meta_model_of(self.transformer)
+        args, kwargs = meta_inputs
+        return step_cost(self._meta_model, args, kwargs, adapter=self.adapter, convention=convention)
+
+    def __repr__(self) -> str:
+        return f"CacheHandle({type(self.transformer).__name__}, backend={type(self.backend).__name__}, active={self.active})"
+
+
+def _as_backend(spec: Any, space: ScheduleSpace, resample: bool, repair: bool) -> Backend:
+    """Backend from a Schedule, a schedule/ECAD JSON path, a backend config, or a backend."""
+    if isinstance(spec, (str, Path)):
+        path = Path(spec)
+        import json
+
+        from .ecad import load_ecad
+
+        try:
+            is_ecad = "cache_schedule" in json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            is_ecad = False
+        spec = load_ecad(path) if is_ecad else Schedule.load(path, repair=repair)
+    if isinstance(spec, Schedule):
+        why = spec.space.describe_mismatch(space)
+        if why:
+            raise ScheduleError(f"schedule {spec.name!r} does not fit this model: {why}")
+        return StaticScheduleBackend(spec, resample=resample)
+    if hasattr(spec, "build_backend"):
+        return spec.build_backend(space)
+    if isinstance(spec, Backend):
+        return spec
+    raise TypeError(f"accelerate() takes a Schedule, a schedule file path or a backend config, not {type(spec).__name__}")
+
+
+def accelerate(pipe_or_transformer: Any, schedule_or_config: Any, *, resample: bool = False,
+               repair: bool = False, check_finite: bool = False) -> CacheHandle:
+    """Install caching on a diffusers pipeline's transformer (or a bare transformer); returns the handle.
+
+    ``schedule_or_config``: a `Schedule`, a path to a dit-cache or ECAD schedule JSON, or a backend config.
+    ``resample``: adapt a schedule to the pipeline's step count instead of raising on a mismatch.
+    ``repair``: accept schedule files that reuse on step 0 by computing those cells.
+    ``check_finite``: raise on NaN/Inf transformer outputs (one reduction per call).
+    """
+    if isinstance(pipe_or_transformer, nn.Module) and not hasattr(pipe_or_transformer, "transformer"):
+        pipeline, transformer = None, pipe_or_transformer
+    else:
+        pipeline, transformer = pipe_or_transformer, getattr(pipe_or_transformer, "transformer", None)
+        if not isinstance(transformer, nn.Module):
+            raise TypeError(
+                f"{type(pipe_or_transformer).__name__} has no `transformer` module; pass a diffusers pipeline with "
+                "a transformer (PixArt, DiT, FLUX, SD3, Wan, ...) or the transformer itself"
+            )
+    adapter = get_adapter(transformer)
+    backend = _as_backend(schedule_or_config, space_of(transformer, adapter), resample, repair)
+    return CacheHandle(transformer, backend, pipeline=pipeline, adapter=adapter, check_finite=check_finite)

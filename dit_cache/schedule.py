@@ -1,0 +1,363 @@
+"""Static caching schedules: a bool array [steps, blocks, components], True = compute, False = reuse.
+
+A reused component returns its cached raw output (ECAD semantics); the block still recomputes
+its adaLN modulation, gates and residual adds with the current step's conditioning.
+
+JSON format (schema version 1), one string per block with one character per component:
+``"1"`` compute, ``"0"`` reuse, ``"-"`` the block has no such component (e.g. SD3's last block)::
+
+    {"format": "dit-cache-schedule", "schema_version": 1, "family": "pixart", "steps": 20,
+     "block_ids": ["0", ...], "components": ["attn1", "attn2", "ff"],
+     "compute": [["111", "111", ...], ...], "metadata": {"name": "fora-2", ...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+FORMAT = "dit-cache-schedule"
+SCHEMA_VERSION = 1
+
+
+class ScheduleError(ValueError):
+    """A schedule is malformed or does not fit the model / generation it is used with."""
+
+
+class ScheduleWarning(UserWarning):
+    """A schedule was accepted after a documented repair (e.g. ECAD step-0 reuse flags)."""
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, dtype=bool, copy=True)
+    a.flags.writeable = False
+    return a
+
+
+@dataclass(frozen=True, eq=False)
+class ScheduleSpace:
+    """The cells a schedule ranges over for one model: family, block ids, component names, applicability."""
+
+    family: str
+    block_ids: tuple[str, ...]
+    components: tuple[str, ...]
+    applicable: np.ndarray  # bool [blocks, components]; False = the block has no such component
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_ids", tuple(str(b) for b in self.block_ids))
+        object.__setattr__(self, "components", tuple(self.components))
+        object.__setattr__(self, "applicable", _frozen(self.applicable))
+        shape = (len(self.block_ids), len(self.components))
+        if self.applicable.shape != shape:
+            raise ScheduleError(f"applicability mask has shape {self.applicable.shape}, expected {shape}")
+        for what, names in (("block id", self.block_ids), ("component", self.components)):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ScheduleError(f"duplicate {what}s: {dup}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(blocks, components)."""
+        return len(self.block_ids), len(self.components)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, ScheduleSpace)
+            and (self.family, self.block_ids, self.components) == (other.family, other.block_ids, other.components)
+            and np.array_equal(self.applicable, other.applicable)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.family, self.block_ids, self.components, self.applicable.tobytes()))
+
+    def describe_mismatch(self, other: ScheduleSpace) -> str | None:
+        """Why a schedule made for `self` cannot run on a model with space `other` (None if it can)."""
+        if self.family != other.family:
+            return f"the schedule is for family {self.family!r} but the model is {other.family!r}"
+        if self.block_ids != other.block_ids:
+            return (
+                f"the schedule has {len(self.block_ids)} blocks ({_ids(self.block_ids)}) but the model has "
+                f"{len(other.block_ids)} ({_ids(other.block_ids)})"
+            )
+        if self.components != other.components:
+            return f"the schedule's components {list(self.components)} differ from the model's {list(other.components)}"
+        if not np.array_equal(self.applicable, other.applicable):
+            return "the schedule's per-block components differ from the model's"
+        return None
+
+
+def _ids(ids: Sequence[str]) -> str:
+    return f"{ids[0]}..{ids[-1]}" if len(ids) > 3 else ", ".join(ids)
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """Immutable compute/reuse plan: ``compute[step, block, component]`` is True where the component runs."""
+
+    compute: np.ndarray  # bool [steps, blocks, components]
+    space: ScheduleSpace
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        arr = np.asarray(self.compute)
+        if arr.dtype != bool:
+            if not np.isin(arr, (0, 1)).all():
+                raise ScheduleError("compute must hold only booleans (True = compute, False = reuse)")
+            arr = arr.astype(bool)
+        nb, nc = self.space.shape
+        if arr.ndim != 3 or arr.shape[1:] != (nb, nc) or arr.shape[0] < 1:
+            raise ScheduleError(
+                f"compute has shape {arr.shape}, expected (steps >= 1, {nb} blocks, {nc} components) "
+                f"for blocks {_ids(self.space.block_ids)} and components {list(self.space.components)}"
+            )
+        na = ~self.space.applicable
+        if (~arr[:, na]).any():
+            raise ScheduleError("cells of components a block does not have must be True (compute)")
+        if not arr[0].all():
+            raise ScheduleError(
+                f"step 0 reuses {_cells(self.space, ~arr[0])}, but nothing is cached before step 0: "
+                "every component must compute on step 0 (use Schedule.repaired() to mark them computed)"
+            )
+        object.__setattr__(self, "compute", _frozen(arr))
+        object.__setattr__(self, "metadata", MappingProxyType(json.loads(json.dumps(dict(self.metadata)))))
+
+    # -- views -------------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        """Number of denoising steps."""
+        return self.compute.shape[0]
+
+    @property
+    def family(self) -> str:
+        """Model family the schedule is for."""
+        return self.space.family
+
+    @property
+    def name(self) -> str:
+        """metadata['name'] or 'unnamed'."""
+        return str(self.metadata.get("name", "unnamed"))
+
+    def compute_fraction(self) -> float:
+        """Fraction of applicable component evaluations that are computed."""
+        app = np.broadcast_to(self.space.applicable, self.compute.shape)
+        return float(self.compute[app].mean())
+
+    def evaluations(self) -> int:
+        """Number of component evaluations per transformer call sequence (one per step)."""
+        return int((self.compute & self.space.applicable).sum())
+
+    def digest(self) -> str:
+        """Stable hash of the plan (space + cells, not metadata): equal plans have equal digests."""
+        payload = json.dumps(self._cells_json(), sort_keys=True) + "|" + self.family
+        payload += "|" + ",".join(self.space.block_ids) + "|" + ",".join(self.space.components)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Schedule)
+            and self.space == other.space
+            and np.array_equal(self.compute, other.compute)
+            and dict(self.metadata) == dict(other.metadata)
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.digest())
+
+    def __repr__(self) -> str:
+        return (
+            f"Schedule({self.name!r}, family={self.family!r}, steps={self.steps}, blocks={self.space.shape[0]}, "
+            f"components={list(self.space.components)}, compute={self.compute_fraction():.1%})"
+        )
+
+    def with_metadata(self, **updates: Any) -> Schedule:
+        """A copy with metadata entries added or replaced."""
+        return Schedule(self.compute, self.space, {**self.metadata, **updates})
+
+    # -- transformations ---------------------------------------------------------------------
+    @classmethod
+    def repaired(cls, compute: np.ndarray, space: ScheduleSpace, metadata: Mapping[str, Any] | None = None) -> Schedule:
+        """Build a schedule, marking step-0 reuse cells and inapplicable cells as computed (warns once)."""
+        arr = np.array(compute, dtype=bool, copy=True)
+        bad = ~arr[0] & space.applicable
+        if bad.any():
+            warnings.warn(
+                f"step 0 cannot reuse (nothing is cached yet); computing {_cells(space, bad)} instead",
+                ScheduleWarning,
+                stacklevel=2,
+            )
+        arr[0] = True
+        arr[:, ~space.applicable] = True
+        return cls(arr, space, metadata or {})
+
+    def resample(self, steps: int) -> Schedule:
+        """The schedule for another step count: new step j takes old step round(j * (S-1) / (S'-1)).
+
+        Nearest neighbour in normalized time t = j / (S'-1); step 0 always computes.
+        """
+        if steps < 1:
+            raise ScheduleError(f"cannot resample to {steps} steps")
+        if steps == self.steps:
+            return self
+        src = np.rint(np.linspace(0, self.steps - 1, steps)).astype(int) if steps > 1 else np.zeros(1, int)
+        arr = self.compute[src].copy()
+        arr[0] = True
+        meta = {**self.metadata, "resampled_from_steps": self.steps}
+        return Schedule(arr, self.space, meta)
+
+    # -- JSON --------------------------------------------------------------------------------
+    def _cells_json(self) -> list[list[str]]:
+        app = self.space.applicable
+        return [
+            ["".join("-" if not app[b, c] else ("1" if step[b, c] else "0") for c in range(step.shape[1]))
+             for b in range(step.shape[0])]
+            for step in self.compute
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (schema version 1)."""
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "family": self.family,
+            "steps": self.steps,
+            "block_ids": list(self.space.block_ids),
+            "components": list(self.space.components),
+            "compute": self._cells_json(),
+            "metadata": dict(self.metadata),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the schedule as JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, repair: bool = False) -> Schedule:
+        """Parse a schedule dict; raises ScheduleError naming the first problem found."""
+        from .adapters import families
+
+        if not isinstance(data, Mapping):
+            raise ScheduleError(f"a schedule must be a JSON object, got {type(data).__name__}")
+        if "cache_schedule" in data:
+            raise ScheduleError("this is an ECAD schedule file: load it with dit_cache.ecad.load_ecad(path)")
+        if data.get("format") != FORMAT:
+            raise ScheduleError(f"not a dit-cache schedule (missing \"format\": {FORMAT!r})")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ScheduleError(f"unsupported schema_version {version!r}; this dit-cache reads version {SCHEMA_VERSION}")
+        for key in ("family", "steps", "block_ids", "components", "compute"):
+            if key not in data:
+                raise ScheduleError(f"schedule is missing the key {key!r}")
+        if data["family"] not in families():
+            raise ScheduleError(f"unknown model family {data['family']!r}; known families: {', '.join(families())}")
+        block_ids, comps, rows = list(data["block_ids"]), list(data["components"]), data["compute"]
+        if not isinstance(rows, list) or len(rows) != data["steps"]:
+            raise ScheduleError(f"'steps' says {data['steps']} but 'compute' has {len(rows)} steps")
+        from .adapters import get_adapter
+
+        known = get_adapter(data["family"]).components
+        unknown = [c for c in comps if c not in known]
+        if unknown:
+            raise ScheduleError(f"unknown components {unknown} for family {data['family']!r}; expected {list(known)}")
+        arr = np.zeros((len(rows), len(block_ids), len(comps)), dtype=bool)
+        app = np.ones((len(block_ids), len(comps)), dtype=bool)
+        for s, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != len(block_ids):
+                raise ScheduleError(f"step {s} has {len(row) if isinstance(row, list) else '?'} blocks, expected {len(block_ids)}")
+            for b, cells in enumerate(row):
+                if not isinstance(cells, str) or len(cells) != len(comps) or set(cells) - set("10-"):
+                    raise ScheduleError(
+                        f"step {s} block {block_ids[b]}: expected {len(comps)} characters of '1', '0' or '-', got {cells!r}"
+                    )
+                for c, ch in enumerate(cells):
+                    arr[s, b, c] = ch != "0"
+                    na = ch == "-"
+                    if s == 0:
+                        app[b, c] = not na
+                    elif na == app[b, c]:
+                        raise ScheduleError(f"step {s} block {block_ids[b]}: '-' cells must be the same on every step")
+        space = ScheduleSpace(data["family"], tuple(block_ids), tuple(comps), app)
+        meta = data.get("metadata") or {}
+        return cls.repaired(arr, space, meta) if repair else cls(arr, space, meta)
+
+    @classmethod
+    def load(cls, path: str | Path, *, repair: bool = False) -> Schedule:
+        """Read a dit-cache schedule JSON file (ECAD files: use dit_cache.ecad.load_ecad)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ScheduleError(f"schedule file not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ScheduleError(f"{path} is not valid JSON: {e}") from None
+        try:
+            return cls.from_dict(data, repair=repair)
+        except ScheduleError as e:
+            raise ScheduleError(f"{path}: {e}") from None
+
+
+def _cells(space: ScheduleSpace, mask: np.ndarray) -> str:
+    """Human list of (block, component) cells where mask [blocks, components] is True."""
+    cells = [f"block {space.block_ids[b]} {space.components[c]}" for b, c in zip(*np.nonzero(mask))]
+    return ", ".join(cells[:12]) + (f" and {len(cells) - 12} more" if len(cells) > 12 else "")
+
+
+# -- generators ----------------------------------------------------------------------------------
+def _base(space: ScheduleSpace, steps: int) -> np.ndarray:
+    if steps < 1:
+        raise ScheduleError(f"steps must be >= 1, got {steps}")
+    return np.ones((steps, *space.shape), dtype=bool)
+
+
+def compute_all(space: ScheduleSpace, steps: int) -> Schedule:
+    """Compute every component on every step (no caching; bit-identical to the plain model)."""
+    return Schedule(_base(space, steps), space, {"name": "compute-all", "generator": {"kind": "compute_all"}})
+
+
+def fora(space: ScheduleSpace, steps: int, interval: int, warmup: int = 0) -> Schedule:
+    """FORA: compute everything on steps i < warmup or (i - warmup) % interval == 0, reuse otherwise."""
+    if interval < 1 or warmup < 0:
+        raise ScheduleError(f"FORA needs interval >= 1 and warmup >= 0, got interval={interval}, warmup={warmup}")
+    arr = _base(space, steps)
+    for i in range(steps):
+        if i >= warmup and (i - warmup) % interval:
+            arr[i] = ~space.applicable  # reuse every component the block has
+    name = f"fora-{interval}" + (f"-w{warmup}" if warmup else "")
+    return Schedule(arr, space, {"name": name, "generator": {"kind": "fora", "interval": interval, "warmup": warmup}})
+
+
+def cache_component(space: ScheduleSpace, steps: int, component: str, interval: int) -> Schedule:
+    """Compute `component` only every `interval` steps (from step 0); everything else always."""
+    if component not in space.components:
+        raise ScheduleError(f"unknown component {component!r}; this model has {list(space.components)}")
+    if interval < 1:
+        raise ScheduleError(f"interval must be >= 1, got {interval}")
+    arr = _base(space, steps)
+    c = space.components.index(component)
+    for i in range(steps):
+        if i % interval:
+            arr[i, :, c] = ~space.applicable[:, c]
+    meta = {"name": f"cache-{component}-{interval}", "generator": {"kind": "cache_component", "component": component, "interval": interval}}
+    return Schedule(arr, space, meta)
+
+
+def random_schedule(space: ScheduleSpace, steps: int, p: float, seed: int = 0) -> Schedule:
+    """Each applicable cell after step 0 reuses with probability `p` (numpy Generator seeded with `seed`)."""
+    if not 0.0 <= p <= 1.0:
+        raise ScheduleError(f"p must be in [0, 1], got {p}")
+    rng = np.random.default_rng(seed)
+    arr = rng.random((steps, *space.shape)) >= p
+    arr[0] = True
+    arr[:, ~space.applicable] = True
+    meta = {"name": f"random-p{p:g}-s{seed}", "generator": {"kind": "random", "p": p, "seed": seed}}
+    return Schedule(arr, space, meta)
