@@ -147,11 +147,12 @@ class CacheHandle:
         for module, name, created in reversed(self._hooked):
             registry = module._diffusers_hook
             registry.remove_hook(name, recurse=False)
-            if created and not registry.hooks:
-                del module._diffusers_hook
+            if not registry.hooks:  # diffusers leaves the bound class forward behind as an instance attribute
                 fwd = module.__dict__.get("forward")
                 if fwd is not None and getattr(fwd, "__func__", None) is type(module).forward:
                     del module.__dict__["forward"]
+                if created:
+                    del module._diffusers_hook
         self._hooked.clear()
         self.backend.reset()
 

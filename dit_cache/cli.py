@@ -1,0 +1,283 @@
+"""`dit-cache` command line: thin wrappers that parse arguments, call the library and print."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DESCRIPTION = """\
+dit-cache: make diffusion transformers faster by caching block features across denoising steps.
+
+commands:
+  demo       run the main job: generate with and without caching schedules, print the trade-off
+  macs       count MACs of a model config, optionally under a schedule (exact, no weights needed)
+  schedule   make, show, convert and check caching schedules (dit-cache JSON and ECAD JSON)
+
+run `dit-cache <command> --help` for each command's options."""
+
+
+def _space_from_args(args: argparse.Namespace):
+    """Schedule space from --family and --config."""
+    from .adapters import get_adapter
+    from .macs import load_transformer_config
+    from .runtime import space_of
+
+    adapter = get_adapter(args.family)
+    config = load_transformer_config(args.config, args.family)
+    return space_of(adapter.meta_model(config), adapter), config
+
+
+def _load_any_schedule(path: str, repair: bool = False):
+    """A dit-cache or ECAD schedule file."""
+    from .ecad import load_ecad
+    from .schedule import Schedule, ScheduleError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ScheduleError(f"schedule file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ScheduleError(f"{path} is not valid JSON: {e}") from None
+    return load_ecad(path) if isinstance(data, dict) and "cache_schedule" in data else Schedule.load(path, repair=repair)
+
+
+# -- macs ---------------------------------------------------------------------------------------
+def cmd_macs(args: argparse.Namespace) -> int:
+    """Print MACs per step and in total for a config, optionally under a schedule."""
+    from .adapters import InputSpec
+    from .macs import schedule_macs, step_cost_from_config
+    from .schedule import compute_all
+
+    space, config = _space_from_args(args)
+    spec = InputSpec(args.height, args.width, batch=args.batch, text_len=args.text_len, num_frames=args.num_frames)
+    cost = step_cost_from_config(args.family, config, spec, args.convention)
+    if args.schedule:
+        schedule = _load_any_schedule(args.schedule)
+        why = schedule.space.describe_mismatch(space)
+        if why:
+            print(f"error: schedule does not fit this config: {why}", file=sys.stderr)
+            return 2
+        if schedule.steps != args.steps:
+            print(f"error: the schedule has {schedule.steps} steps but --steps is {args.steps}", file=sys.stderr)
+            return 2
+    else:
+        schedule = compute_all(space, args.steps)
+    per_step = schedule_macs(schedule.compute, cost)
+    full = cost.full * args.steps
+    total = int(per_step.sum())
+    report = {
+        "family": args.family,
+        "convention": args.convention,
+        "input": {"height": args.height, "width": args.width, "batch": args.batch,
+                  "text_len": args.text_len, "num_frames": args.num_frames},
+        "schedule": schedule.name,
+        "steps": args.steps,
+        "macs_per_full_step": cost.full,
+        "macs_outside_blocks_per_step": cost.outside,
+        "macs_per_step": per_step.tolist(),
+        "total_macs": total,
+        "speedup_vs_compute_all": full / total,
+    }
+    ecad = schedule.metadata.get("ecad_metrics", {}).get("total_macs")
+    if ecad:
+        report["ecad_reported_total_macs"] = ecad
+        report["relative_difference_to_ecad"] = (total - ecad) / ecad
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return 0
+    print(f"{args.family} {args.height}x{args.width}, batch {args.batch}, {args.steps} steps, convention {args.convention}")
+    print(f"schedule: {schedule.name} (computes {schedule.compute_fraction():.1%} of component evaluations)")
+    print(f"full step: {cost.full / 1e9:,.3f} GMACs ({cost.outside / 1e9:,.3f} outside the blocks)")
+    for s, m in enumerate(per_step):
+        print(f"  step {s:3d}: {m / 1e9:12,.3f} GMACs")
+    print(f"total: {total / 1e12:.4f} TMACs = {total:,} MACs; {full / total:.3f}x fewer than compute-all")
+    if ecad:
+        print(f"ECAD reported: {ecad / 1e12:.4f} TMACs; difference {report['relative_difference_to_ecad']:+.4%}")
+    return 0
+
+
+# -- schedule -----------------------------------------------------------------------------------
+def cmd_schedule_make(args: argparse.Namespace) -> int:
+    """Generate a schedule for a config."""
+    from . import schedule as S
+
+    space, _ = _space_from_args(args)
+    if args.kind == "compute-all":
+        sched = S.compute_all(space, args.steps)
+    elif args.kind == "fora":
+        sched = S.fora(space, args.steps, args.interval, args.warmup)
+    elif args.kind == "cache-component":
+        if not args.component:
+            print("error: --kind cache-component needs --component", file=sys.stderr)
+            return 2
+        sched = S.cache_component(space, args.steps, args.component, args.interval)
+    else:
+        sched = S.random_schedule(space, args.steps, args.p, args.seed)
+    if args.name:
+        sched = sched.with_metadata(name=args.name)
+    sched.save(args.out)
+    print(f"wrote {args.out}: {sched!r}")
+    return 0
+
+
+def render_schedule(sched) -> str:
+    """Text heatmap: one row per block, one column per step; █ compute all, ░ reuse all, ▒ mixed."""
+    lines = [f"{sched!r}", "steps →  " + "".join(str(s % 10) for s in range(sched.steps))]
+    app = sched.space.applicable
+    for b, bid in enumerate(sched.space.block_ids):
+        row = ""
+        for s in range(sched.steps):
+            cells = sched.compute[s, b][app[b]]
+            row += "█" if cells.all() else ("░" if not cells.any() else "▒")
+        lines.append(f"{bid:>8} {row}")
+    return "\n".join(lines)
+
+
+def cmd_schedule_show(args: argparse.Namespace) -> int:
+    """Print a schedule as a text heatmap."""
+    sched = _load_any_schedule(args.schedule, repair=True)
+    print(render_schedule(sched))
+    for c, name in enumerate(sched.space.components):
+        app = sched.space.applicable[:, c]
+        if app.any():
+            print(f"  {name}: computes {sched.compute[:, app, c].mean():.1%}")
+    return 0
+
+
+def cmd_schedule_import_ecad(args: argparse.Namespace) -> int:
+    """Convert an ECAD schedule file to dit-cache JSON."""
+    from .ecad import load_ecad
+
+    sched = load_ecad(args.ecad, family=args.family)
+    sched.save(args.out)
+    print(f"wrote {args.out}: {sched!r}")
+    return 0
+
+
+def cmd_schedule_export_ecad(args: argparse.Namespace) -> int:
+    """Convert a dit-cache schedule to ECAD JSON."""
+    from .ecad import save_ecad
+    from .schedule import Schedule
+
+    save_ecad(Schedule.load(args.schedule), args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_schedule_check(args: argparse.Namespace) -> int:
+    """Validate a schedule file (and, with --family/--config, that it fits the model)."""
+    sched = _load_any_schedule(args.schedule)
+    if args.config:
+        space, _ = _space_from_args(args)
+        why = sched.space.describe_mismatch(space)
+        if why:
+            print(f"error: {why}", file=sys.stderr)
+            return 2
+    print(f"ok: {sched!r}")
+    return 0
+
+
+# -- demo ---------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo (the README's main job)."""
+    from .demo import run_demo
+
+    run_demo(out=Path(args.out), steps=args.steps, repeats=args.repeats, seed=args.seed)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    from .adapters import families
+
+    p.add_argument("--family", required=required, choices=families(), help="model family")
+    p.add_argument("--config", required=required, help="transformer config: JSON file, model folder, or hub id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="dit-cache", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="dit-cache 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser("demo", help="generate with and without caching and print the trade-off")
+    p.add_argument("--out", default="demo_out", help="folder for the image grid and report (default: demo_out)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant, interleaved (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("macs", help="count MACs of a config, optionally under a schedule",
+                       description="Exact MACs per step from a transformer config alone (meta device, no weights).")
+    _model_args(p)
+    p.add_argument("--height", type=int, default=256)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=2, help="effective batch per step, CFG included (default 2)")
+    p.add_argument("--text-len", type=int, default=None, help="text tokens (default: the family's usual length)")
+    p.add_argument("--num-frames", type=int, default=1, help="video frames (wan)")
+    p.add_argument("--schedule", help="dit-cache or ECAD schedule JSON (default: compute everything)")
+    p.add_argument("--convention", choices=("full", "ecad"), default="full",
+                   help="full: linear+conv+attention matmuls; ecad: linear+conv only, as ECAD's figures")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_macs)
+
+    p = sub.add_parser("schedule", help="make, show, convert and check schedules")
+    ssub = p.add_subparsers(dest="schedule_command", metavar="action")
+    q = ssub.add_parser("make", help="generate a schedule for a model config")
+    _model_args(q)
+    q.add_argument("--steps", type=int, default=20)
+    q.add_argument("--kind", choices=("compute-all", "fora", "cache-component", "random"), default="fora")
+    q.add_argument("--interval", type=int, default=2, help="fora / cache-component: compute every N steps")
+    q.add_argument("--warmup", type=int, default=0, help="fora: steps computed before the interval starts")
+    q.add_argument("--component", help="cache-component: which component to cache")
+    q.add_argument("--p", type=float, default=0.5, help="random: probability of reuse per cell")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--name", help="name stored in the schedule's metadata")
+    q.add_argument("--out", "-o", required=True, help="output JSON path")
+    q.set_defaults(func=cmd_schedule_make)
+    q = ssub.add_parser("show", help="print a schedule as a text heatmap (blocks x steps)")
+    q.add_argument("schedule", help="dit-cache or ECAD JSON")
+    q.set_defaults(func=cmd_schedule_show)
+    q = ssub.add_parser("import-ecad", help="convert an ECAD schedule file to dit-cache JSON")
+    q.add_argument("ecad", help="ECAD JSON file")
+    q.add_argument("--family", choices=("pixart", "flux"), help="default: inferred from the component names")
+    q.add_argument("--out", "-o", required=True)
+    q.set_defaults(func=cmd_schedule_import_ecad)
+    q = ssub.add_parser("export-ecad", help="convert a dit-cache schedule to ECAD JSON")
+    q.add_argument("schedule")
+    q.add_argument("--out", "-o", required=True)
+    q.set_defaults(func=cmd_schedule_export_ecad)
+    q = ssub.add_parser("check", help="validate a schedule file, optionally against a model config")
+    q.add_argument("schedule")
+    _model_args(q, required=False)
+    q.set_defaults(func=cmd_schedule_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `dit-cache` console script."""
+    from .schedule import ScheduleError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        if args.command is None:
+            parser.print_help()
+            return 0
+        parser.parse_args([args.command, "--help"])  # prints that command's help and exits
+    np.set_printoptions(linewidth=120)
+    try:
+        return args.func(args)
+    except (ScheduleError, FileNotFoundError, RuntimeError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
