@@ -117,7 +117,7 @@ def test_step_count_mismatch_errors_or_resamples():
     pipe = build_tiny_pipeline("pixart")
     sched = dc.fora(dc.space_of(pipe.transformer), 20, 2)
     with dc.accelerate(pipe, sched):
-        with pytest.raises(dc.ScheduleError, match="has 20 steps but the pipeline runs 10.*resample=True"):
+        with pytest.raises(dc.ScheduleError, match=r"has 20 steps but the pipeline runs 10.*resample=True"):
             _output(pipe, "pixart", steps=10)
     with dc.accelerate(pipe, sched, resample=True) as handle:
         _output(pipe, "pixart", steps=10)
@@ -149,7 +149,7 @@ def test_new_generation_resets_and_resolution_may_change():
 def test_schedule_for_another_model_is_rejected():
     pipe = build_tiny_pipeline("pixart", num_layers=3)
     other = dc.fora(dc.space_of(build_tiny_pipeline("pixart").transformer), 20, 2)
-    with pytest.raises(dc.ScheduleError, match="schedule has 4 blocks .* but the model has 3"):
+    with pytest.raises(dc.ScheduleError, match=r"schedule has 4 blocks .* but the model has 3"):
         dc.accelerate(pipe, other)
     flux = dc.fora(dc.space_of(build_tiny_pipeline("flux").transformer), 20, 2)
     with pytest.raises(dc.ScheduleError, match="family 'flux' but the model is 'pixart'"):
@@ -162,7 +162,7 @@ def test_double_accelerate_and_unknown_class_errors():
     with dc.accelerate(pipe, sched):
         with pytest.raises(RuntimeError, match="already accelerated"):
             dc.accelerate(pipe, sched)
-    with pytest.raises(TypeError, match="(?s)no adapter for Linear.*PixArtTransformer2DModel.*register_adapter"):
+    with pytest.raises(TypeError, match=r"(?s)no adapter for Linear.*PixArtTransformer2DModel.*register_adapter"):
         dc.accelerate(torch.nn.Linear(2, 2), sched)
     with pytest.raises(TypeError, match="has no `transformer` module"):
         dc.accelerate(object(), sched)
