@@ -12,12 +12,18 @@ import numpy as np
 DESCRIPTION = """\
 dit-cache: make diffusion transformers faster by caching block features across denoising steps.
 
-commands:
-  demo       run the main job: generate with and without caching schedules, print the trade-off
-  macs       count MACs of a model config, optionally under a schedule (exact, no weights needed)
-  schedule   make, show, convert and check caching schedules (dit-cache JSON and ECAD JSON)
+Commands from the runtime (macs, schedule) are built in; the eval and search packages add theirs
+(demo, ...) through the `dit_cache.commands` entry point group. Run `dit-cache <command> --help`."""
 
-run `dit-cache <command> --help` for each command's options."""
+PLUGIN_GROUP = "dit_cache.commands"
+
+
+def _add_plugin_commands(sub) -> None:
+    """Let installed packages add subcommands: each entry point is `register(subparsers)`."""
+    from importlib.metadata import entry_points
+
+    for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
+        ep.load()(sub)
 
 
 def _space_from_args(args: argparse.Namespace):
@@ -181,15 +187,6 @@ def cmd_schedule_check(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- demo ---------------------------------------------------------------------------------------
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo (the README's main job)."""
-    from .demo import run_demo
-
-    run_demo(out=Path(args.out), steps=args.steps, repeats=args.repeats, seed=args.seed)
-    return 0
-
-
 # -- parser -------------------------------------------------------------------------------------
 def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     from .adapters import families
@@ -204,13 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="dit-cache 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="command")
-
-    p = sub.add_parser("demo", help="generate with and without caching and print the trade-off")
-    p.add_argument("--out", default="demo_out", help="folder for the image grid and report (default: demo_out)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per variant, interleaved (default 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("macs", help="count MACs of a config, optionally under a schedule",
                        description="Exact MACs per step from a transformer config alone (meta device, no weights).")
@@ -257,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("schedule")
     _model_args(q, required=False)
     q.set_defaults(func=cmd_schedule_check)
+    _add_plugin_commands(sub)
     return parser
 
 

@@ -89,8 +89,15 @@ def step_cost(model: nn.Module, args: tuple, kwargs: dict, *, adapter: Adapter |
 
 
 def meta_like(tree: Any) -> Any:
-    """Replace every tensor in a nested structure by an empty meta tensor of the same shape and dtype."""
-    return tree_map(lambda x: torch.empty_like(x, device="meta") if isinstance(x, torch.Tensor) else x, tree)
+    """Replace every tensor by an empty meta tensor of the same shape (floats as float32: MACs do not
+    depend on the dtype, and the meta model is float32)."""
+
+    def conv(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor):
+            return x
+        return torch.empty(x.shape, dtype=torch.float32 if x.is_floating_point() else x.dtype, device="meta")
+
+    return tree_map(conv, tree)
 
 
 def meta_model_of(model: nn.Module) -> nn.Module:

@@ -1,0 +1,128 @@
+"""Hook overhead and wall speedup vs MAC-ideal speedup on a mid-size PixArt-shaped transformer (CPU).
+
+Variants run interleaved (A B C D, A B C D, ...) so that drifting machine load hits all alike; medians
+are reported. Model: hidden 384 (6x64), 12 blocks, 32x32 latent (256 tokens), batch 2 (CFG), 20 steps.
+
+    python benchmarks/hook_overhead.py [--repeats 7] [--dtype bf16] [--threads 2]
+
+Writes benchmarks/results/hook_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from diffusers import DPMSolverMultistepScheduler
+
+import dit_cache as dc
+from dit_cache.zoo.tiny_random import build_midsize_pixart_transformer
+
+OUT = Path(__file__).parent / "results" / "hook_overhead.json"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def denoise(transformer, scheduler, latents, text, steps: int) -> torch.Tensor:
+    """A plain CFG-batched DPM-Solver loop over the transformer alone (no text encoder, no VAE)."""
+    scheduler.set_timesteps(steps)
+    x = latents.clone()
+    added = {"resolution": None, "aspect_ratio": None}
+    for t in scheduler.timesteps:
+        inp = torch.cat([x, x])  # (2B, C, H, W): uncond + cond
+        out = transformer(inp, encoder_hidden_states=text, timestep=t.expand(inp.shape[0]),
+                          added_cond_kwargs=added, return_dict=False)[0]
+        uncond, cond = out[:, :4].chunk(2)
+        x = scheduler.step(uncond + 4.5 * (cond - uncond), t, x).prev_sample
+    return x
+
+
+def timed(fn, device: torch.device) -> float:
+    """Wall seconds of fn() (CUDA-synchronized on GPU)."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=OUT)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    transformer = build_midsize_pixart_transformer(seed=0).to(device, dtype).eval()
+    scheduler = DPMSolverMultistepScheduler()
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 32, 32, generator=g).to(device, dtype)  # (B, C, H, W): 256 tokens at patch 2
+    text = torch.randn(2, 24, transformer.config.caption_channels, generator=g).to(device, dtype)  # (2B, T, D)
+
+    space = dc.space_of(transformer)
+    schedules = {
+        "compute-all": dc.compute_all(space, args.steps),
+        "fora-2": dc.fora(space, args.steps, 2),
+        "random-60%-reuse": dc.random_schedule(space, args.steps, p=0.6, seed=0),
+    }
+    variants = ["no-hooks", *schedules]
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    macs: dict[str, dict] = {}
+    outputs: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        for rep in range(args.repeats + 1):  # repetition 0 is warm-up, not recorded
+            for v in variants:
+                handle = dc.accelerate(transformer, schedules[v]) if v in schedules else None
+                secs = timed(lambda v=v: outputs.__setitem__(v, denoise(transformer, scheduler, latents, text, args.steps)), device)
+                if handle is not None:
+                    macs[v] = handle.stats.macs()
+                    handle.remove()
+                if rep:
+                    samples[v].append(secs)
+            print(f"rep {rep}: " + ", ".join(f"{v} {samples[v][-1] if rep else secs:.2f}s" for v in variants), flush=True)
+
+    base = statistics.median(samples["no-hooks"])
+    results = {}
+    for v in variants:
+        med = statistics.median(samples[v])
+        row = {"median_s": med, "min_s": min(samples[v]), "max_s": max(samples[v]), "samples_s": samples[v],
+               "wall_speedup": base / med}
+        if v in schedules:
+            row["mac_ideal_speedup"] = macs[v]["speedup"]
+            row["wall_over_ideal"] = row["wall_speedup"] / macs[v]["speedup"]
+            row["compute_fraction"] = schedules[v].compute_fraction()
+            row["max_abs_diff_vs_no_hooks"] = float((outputs[v].float() - outputs["no-hooks"].float()).abs().max())
+        results[v] = row
+    results["compute-all"]["overhead"] = results["compute-all"]["median_s"] / base - 1
+    report = {
+        "benchmark": "hook_overhead",
+        "model": {"hidden": 384, "blocks": 12, "latent": [32, 32], "tokens": 256, "batch": 2, "steps": args.steps},
+        "dtype": args.dtype, "threads": args.threads, "repeats": args.repeats, "device": str(device),
+        "machine": {"processor": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
+                    "torch": torch.__version__, "python": platform.python_version()},
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\n{'variant':18} {'median s':>9} {'wall x':>7} {'MAC x':>7} {'wall/ideal':>10}")
+    for v in variants:
+        r = results[v]
+        print(f"{v:18} {r['median_s']:9.3f} {r['wall_speedup']:7.3f} {r.get('mac_ideal_speedup', 1):7.3f} "
+              f"{r.get('wall_over_ideal', float('nan')):10.3f}")
+    print(f"compute-all overhead vs no hooks: {results['compute-all']['overhead']:+.2%}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
