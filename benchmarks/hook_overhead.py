@@ -1,9 +1,10 @@
 """Hook overhead and wall speedup vs MAC-ideal speedup on a mid-size PixArt-shaped transformer (CPU).
 
-Variants run interleaved (A B C D, A B C D, ...) so that drifting machine load hits all alike; medians
-are reported. Model: hidden 384 (6x64), 12 blocks, 32x32 latent (256 tokens), batch 2 (CFG), 20 steps.
+Variants run interleaved and rotated (A B C D, B C D A, ...) so that drifting machine load hits all alike. Reported:
+medians of each variant's times, and the median over repetitions of the within-repetition ratio
+(paired; cancels slow drift of shared CPUs). Model: hidden 384 (6x64), 12 blocks, 32x32 latent (256 tokens), batch 2 (CFG), 20 steps.
 
-    python benchmarks/hook_overhead.py [--repeats 7] [--dtype bf16] [--threads 2]
+    python benchmarks/hook_overhead.py [--repeats 9] [--dtype bf16] [--threads 1]
 
 Writes benchmarks/results/hook_overhead.json.
 """
@@ -56,10 +57,10 @@ def timed(fn, device: torch.device) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 is the most stable on shared CPUs)")
     p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -83,7 +84,7 @@ def main() -> None:
     outputs: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
         for rep in range(args.repeats + 1):  # repetition 0 is warm-up, not recorded
-            for v in variants:
+            for v in variants[rep % len(variants):] + variants[: rep % len(variants)]:  # rotate: no fixed position
                 handle = dc.accelerate(transformer, schedules[v]) if v in schedules else None
                 secs = timed(lambda v=v: outputs.__setitem__(v, denoise(transformer, scheduler, latents, text, args.steps)), device)
                 if handle is not None:
@@ -99,13 +100,17 @@ def main() -> None:
         med = statistics.median(samples[v])
         row = {"median_s": med, "min_s": min(samples[v]), "max_s": max(samples[v]), "samples_s": samples[v],
                "wall_speedup": base / med}
+        # paired: ratio within each repetition (variants ran back to back), then the median: cancels drift
+        row["paired_wall_speedup"] = statistics.median(a / b for a, b in zip(samples["no-hooks"], samples[v]))
         if v in schedules:
             row["mac_ideal_speedup"] = macs[v]["speedup"]
             row["wall_over_ideal"] = row["wall_speedup"] / macs[v]["speedup"]
+            row["paired_wall_over_ideal"] = row["paired_wall_speedup"] / macs[v]["speedup"]
             row["compute_fraction"] = schedules[v].compute_fraction()
             row["max_abs_diff_vs_no_hooks"] = float((outputs[v].float() - outputs["no-hooks"].float()).abs().max())
         results[v] = row
     results["compute-all"]["overhead"] = results["compute-all"]["median_s"] / base - 1
+    results["compute-all"]["paired_overhead"] = 1 / results["compute-all"]["paired_wall_speedup"] - 1
     report = {
         "benchmark": "hook_overhead",
         "model": {"hidden": 384, "blocks": 12, "latent": [32, 32], "tokens": 256, "batch": 2, "steps": args.steps},
@@ -116,12 +121,15 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n{'variant':18} {'median s':>9} {'wall x':>7} {'MAC x':>7} {'wall/ideal':>10}")
+    print(f"\n{'variant':18} {'median s':>9} {'wall x':>7} {'paired x':>8} {'MAC x':>7} {'wall/ideal':>10} {'paired/ideal':>12}")
     for v in variants:
         r = results[v]
-        print(f"{v:18} {r['median_s']:9.3f} {r['wall_speedup']:7.3f} {r.get('mac_ideal_speedup', 1):7.3f} "
-              f"{r.get('wall_over_ideal', float('nan')):10.3f}")
-    print(f"compute-all overhead vs no hooks: {results['compute-all']['overhead']:+.2%}; wrote {args.out}")
+        print(f"{v:18} {r['median_s']:9.3f} {r['wall_speedup']:7.3f} {r['paired_wall_speedup']:8.3f} "
+              f"{r.get('mac_ideal_speedup', 1):7.3f} {r.get('wall_over_ideal', float('nan')):10.3f} "
+              f"{r.get('paired_wall_over_ideal', float('nan')):12.3f}")
+    ca = results["compute-all"]
+    print(f"compute-all overhead vs no hooks: {ca['overhead']:+.2%} (medians), {ca['paired_overhead']:+.2%} (paired); "
+          f"wrote {args.out}")
 
 
 if __name__ == "__main__":
