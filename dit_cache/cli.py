@@ -23,7 +23,12 @@ def _add_plugin_commands(sub) -> None:
     from importlib.metadata import entry_points
 
     for ep in sorted(entry_points(group=PLUGIN_GROUP), key=lambda e: e.name):
-        ep.load()(sub)
+        try:
+            register = ep.load()
+        except (ImportError, AttributeError) as e:  # a broken or partial install must not break the CLI
+            print(f"dit-cache: command group {ep.name!r} ({ep.value}) is unavailable: {e}", file=sys.stderr)
+            continue
+        register(sub)
 
 
 def _space_from_args(args: argparse.Namespace):
