@@ -11,6 +11,7 @@ Two kinds of hooks, both through ``diffusers.hooks.HookRegistry`` on *this insta
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,21 @@ class CacheHandle:
         """Forget the current generation: the next transformer call starts a new one."""
         self.ctx.timestep = None
         self.backend.reset()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Step context and backend cache state now, to resume a generation later (prefix sharing)."""
+        if not hasattr(self.backend, "snapshot"):
+            raise NotImplementedError(f"{type(self.backend).__name__} cannot snapshot its state")
+        return {"ctx": dataclasses.replace(self.ctx), "backend": self.backend.snapshot()}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Resume from `snapshot()`: the next transformer call continues that generation."""
+        self.ctx = dataclasses.replace(snap["ctx"])
+        for module, name, _ in self._hooked:
+            hook = module._diffusers_hook.get_hook(name)
+            if isinstance(hook, _ComponentHook):
+                hook.ctx = self.ctx
+        self.backend.restore(snap["backend"])
 
     # -- accounting --------------------------------------------------------------------------
     def _cost(self, meta_inputs: Any, convention: str):

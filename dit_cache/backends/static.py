@@ -104,3 +104,12 @@ class StaticScheduleBackend:
     def reset(self) -> None:
         """Drop cached outputs."""
         self.state.reset()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The cache contents now (references: cached outputs are never modified in place)."""
+        return {"caches": {b: dict(c) for b, c in self.state.caches.items()}, "steps": self.num_steps}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Continue from a `snapshot()` of a generation with the same plan up to that point."""
+        self._compute, self._store = self._plan(snap["steps"])
+        self.state.caches = {b: dict(c) for b, c in snap["caches"].items()}
