@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -44,16 +43,9 @@ def _space_from_args(args: argparse.Namespace):
 
 def _load_any_schedule(path: str, repair: bool = False):
     """A dit-cache or ECAD schedule file."""
-    from .ecad import load_ecad
-    from .schedule import Schedule, ScheduleError
+    from .ecad import load_schedule_file
 
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ScheduleError(f"schedule file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise ScheduleError(f"{path} is not valid JSON: {e}") from None
-    return load_ecad(path) if isinstance(data, dict) and "cache_schedule" in data else Schedule.load(path, repair=repair)
+    return load_schedule_file(path, repair=repair)
 
 
 # -- macs ---------------------------------------------------------------------------------------

@@ -140,3 +140,20 @@ def save_ecad(schedule: Schedule, path: str | Path, **kwargs: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_ecad(schedule, **kwargs), indent=4) + "\n")
     return path
+
+
+def load_schedule_file(path: str | Path, *, repair: bool = False) -> Schedule:
+    """Read a dit-cache schedule or an ECAD schedule file, whichever `path` holds."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScheduleError(f"schedule file not found: {path}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ScheduleError(f"{path} is not valid JSON: {e}") from None
+    if isinstance(data, Mapping) and "cache_schedule" in data:
+        return from_ecad(data, source=str(path))
+    try:
+        return Schedule.from_dict(data, repair=repair)
+    except ScheduleError as e:
+        raise ScheduleError(f"{path}: {e}") from None

@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 
 from .adapters import Adapter, Site, get_adapter
 from .backends import Backend, StaticScheduleBackend, StepContext
+from .ecad import load_schedule_file
 from .macs import meta_like, meta_model_of, step_cost
 from .schedule import Schedule, ScheduleError, ScheduleSpace
 from .stats import CacheStats
@@ -220,16 +221,7 @@ class CacheHandle:
 def _as_backend(spec: Any, space: ScheduleSpace, resample: bool, repair: bool) -> Backend:
     """Backend from a Schedule, a schedule/ECAD JSON path, a backend config, or a backend."""
     if isinstance(spec, (str, Path)):
-        path = Path(spec)
-        import json
-
-        from .ecad import load_ecad
-
-        try:
-            is_ecad = "cache_schedule" in json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            is_ecad = False
-        spec = load_ecad(path) if is_ecad else Schedule.load(path, repair=repair)
+        spec = load_schedule_file(spec, repair=repair)
     if isinstance(spec, Schedule):
         why = spec.space.describe_mismatch(space)
         if why:
