@@ -1,0 +1,314 @@
+"""Resumable, shardable generation of (prompt, seed) samples under several schedules, for `dit-cache eval`.
+
+Every finished sample is written at once (`samples/<variant>/p00012-s1.npz` with the uint8 image and the final
+latent, a `.png` to look at, then a `.json` sidecar that marks it done), so a killed run loses no finished image
+and a rerun skips every sample whose sidecar matches the current settings."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import dit_cache as dc
+
+__all__ = ["Sample", "Variant", "call_kwargs", "generate", "is_shapes_model", "load_pipeline", "load_sample",
+           "resolve_schedule", "run_variant"]
+
+
+# ----------------------------------------------------------------------------- pipelines
+def is_shapes_model(model: str) -> bool:
+    """'tiny' or a local folder of the embedded shapes model (name tiny-pixart-shapes*)."""
+    return model == "tiny" or Path(model).name.startswith("tiny-pixart-shapes")
+
+
+def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """'tiny' = the embedded trained model; 'random-tiny' = random-weight PixArt (plumbing only); else path/hub id."""
+    if model == "tiny":
+        from dit_cache.zoo import load
+
+        try:
+            pipe = load(device=device, dtype=dtype)
+        except FileNotFoundError as e:
+            raise RuntimeError(f"the embedded model is not installed ({e}); use --model random-tiny for a "
+                               "random-weight PixArt (plumbing only) or pass a local pipeline folder") from None
+        return pipe
+    if model == "random-tiny":
+        from diffusers.utils import logging as dlog
+
+        from dit_cache.zoo.tiny_random import build_tiny_pipeline
+
+        dlog.get_logger("diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha").setLevel("ERROR")  # T5 truncation
+        pipe = build_tiny_pipeline("pixart")
+    else:
+        from diffusers import DiffusionPipeline
+
+        try:
+            pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
+        except Exception as e:  # hub client errors vary offline
+            raise RuntimeError(f"could not load {model!r} ({type(e).__name__}: {str(e)[:300]}); pass a local "
+                               "pipeline folder, a hub id that is in the local cache, 'tiny' or 'random-tiny'") from None
+    pipe.set_progress_bar_config(disable=True)
+    if torch.device(device).type != "cpu" or dtype != torch.float32:
+        pipe = pipe.to(device=device, dtype=dtype)
+    return pipe
+
+
+def call_kwargs(pipe, model: str, steps: int, guidance_scale: float | None = None, height: int | None = None,
+                width: int | None = None) -> dict[str, Any]:
+    """Fixed keyword arguments for every pipeline call (no prompt, generator or output type)."""
+    kw: dict[str, Any] = {"num_inference_steps": steps}
+    if "PixArt" in type(pipe).__name__:
+        kw.update(use_resolution_binning=False, clean_caption=False)
+    if is_shapes_model(model):
+        from dit_cache.zoo import CALL_KWARGS
+
+        kw.update({k: v for k, v in CALL_KWARGS.items() if k != "num_inference_steps"})
+    elif model == "random-tiny":
+        from dit_cache.zoo.tiny_random import tiny_call_kwargs
+
+        extra = tiny_call_kwargs("pixart", steps)
+        kw.update({k: extra[k] for k in ("height", "width", "guidance_scale", "max_sequence_length")})
+    for k, v in (("guidance_scale", guidance_scale), ("height", height), ("width", width)):
+        if v is not None:
+            kw[k] = v
+    return kw
+
+
+# ----------------------------------------------------------------------------- schedules
+_SPEC = re.compile(r"^(fora|cache|random|all)(:.*)?$")
+
+
+def resolve_schedule(spec: str, space: dc.ScheduleSpace, steps: int, resample: bool = False) -> dc.Schedule:
+    """A schedule from a dit-cache/ECAD JSON path or a spec: fora:N[:W], cache:<component>:N, random:P[:SEED], all."""
+    m = _SPEC.match(spec)
+    if m and not Path(spec).is_file():
+        parts = spec.split(":")[1:]
+        try:
+            if m.group(1) == "fora":
+                return dc.fora(space, steps, int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
+            if m.group(1) == "cache":
+                return dc.cache_component(space, steps, parts[0], int(parts[1]))
+            if m.group(1) == "random":
+                return dc.random_schedule(space, steps, float(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
+            return dc.compute_all(space, steps)
+        except (IndexError, ValueError) as e:
+            if isinstance(e, dc.ScheduleError):
+                raise
+            raise dc.ScheduleError(f"bad schedule spec {spec!r}: use fora:N[:WARMUP], cache:COMPONENT:N, "
+                                   "random:P[:SEED], all, or a schedule JSON path") from None
+    path = Path(spec)
+    if not path.is_file():
+        raise dc.ScheduleError(f"schedule file not found: {path} (or use a spec such as fora:2)")
+    try:
+        is_ecad = "cache_schedule" in json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise dc.ScheduleError(f"{path} is not valid JSON: {e}") from None
+    sched = dc.load_ecad(path) if is_ecad else dc.Schedule.load(path)
+    why = sched.space.describe_mismatch(space)
+    if why:
+        raise dc.ScheduleError(f"{path}: schedule does not fit this model: {why}")
+    if sched.steps != steps:
+        if not resample:
+            raise dc.ScheduleError(f"{path} has {sched.steps} steps but --steps is {steps}; pass --steps "
+                                   f"{sched.steps} or --resample")
+        sched = sched.resample(steps)
+    if sched.name == "unnamed":
+        sched = sched.with_metadata(name=path.stem)
+    return sched
+
+
+@dataclass
+class Variant:
+    """One column of the evaluation: the uncached baseline (schedule None) or a schedule."""
+
+    id: str
+    schedule: dc.Schedule | None
+    source: str = "uncached"
+
+    @property
+    def digest(self) -> str:
+        """Schedule digest ('uncached' for the baseline)."""
+        return self.schedule.digest() if self.schedule is not None else "uncached"
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description."""
+        if self.schedule is None:
+            return {"id": self.id, "source": self.source, "compute_fraction": 1.0, "digest": self.digest}
+        return {"id": self.id, "source": self.source, "name": self.schedule.name, "digest": self.digest,
+                "compute_fraction": self.schedule.compute_fraction(), "steps": self.schedule.steps}
+
+
+# ----------------------------------------------------------------------------- samples on disk
+@dataclass(frozen=True)
+class Sample:
+    """One (prompt, seed) pair; `seed` is the generator seed used for it."""
+
+    index: int
+    seed_index: int
+    prompt: str
+    seed: int
+
+    @property
+    def stem(self) -> str:
+        return f"p{self.index:05d}-s{self.seed_index}"
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _settings_key(settings: dict[str, Any], variant: Variant, sample: Sample) -> str:
+    blob = json.dumps({**settings, "variant": variant.digest, "prompt": sample.prompt, "seed": sample.seed},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _sidecar(root: Path, variant: Variant, sample: Sample) -> Path:
+    return root / "samples" / variant.id / f"{sample.stem}.json"
+
+
+def _done(root: Path, settings: dict, variant: Variant, sample: Sample) -> dict | None:
+    side = _sidecar(root, variant, sample)
+    if not side.is_file():
+        return None
+    try:
+        rec = json.loads(side.read_text())
+    except json.JSONDecodeError:
+        return None
+    ok = rec.get("key") == _settings_key(settings, variant, sample) and side.with_suffix(".npz").is_file()
+    return rec if ok else None
+
+
+def load_sample(root: Path, variant_id: str, stem: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """uint8 image (3, H, W) and final latent (or None) of one finished sample."""
+    with np.load(root / "samples" / variant_id / f"{stem}.npz", allow_pickle=False) as z:
+        img = torch.from_numpy(z["image"])
+        lat = torch.from_numpy(z["latent"]) if "latent" in z.files else None
+    return img, lat
+
+
+# ----------------------------------------------------------------------------- generation
+def _run_pipe(pipe, prompts: list[str], seeds: list[int], kwargs: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images (N, 3, H, W) float in [0, 1] and final latents (N, ...) if the pipeline exposes them."""
+    gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]  # fixed noise per sample, any batching
+    final: dict[str, torch.Tensor] = {}
+    params = inspect.signature(type(pipe).__call__).parameters
+    extra: dict[str, Any] = {}
+    if "callback_on_step_end" in params:
+        def on_end(_pipe, _i, _t, cb_kwargs):
+            final["latents"] = cb_kwargs["latents"]
+            return cb_kwargs
+
+        extra = {"callback_on_step_end": on_end, "callback_on_step_end_tensor_inputs": ["latents"]}
+    elif "callback" in params:
+        extra = {"callback": lambda _i, _t, lat: final.__setitem__("latents", lat), "callback_steps": 1}
+    first = "class_labels" if "class_labels" in params and "prompt" not in params else "prompt"
+    out = pipe(**{first: prompts}, generator=gens, output_type="pt", **kwargs, **extra).images
+    lat = final.get("latents")
+    return out.float().cpu(), (lat.detach().float().cpu() if lat is not None else None)
+
+
+def run_variant(pipe, variant: Variant, prompts: list[str], seeds: list[int], kwargs: dict,
+                count_macs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, dict | None]:
+    """Generate one batch under `variant` (hooks installed for the call only); MACs per image if asked."""
+    sched = variant.schedule
+    if sched is None and count_macs:  # compute-all hooks are bit-identical to no hooks; they count MACs
+        sched = dc.compute_all(dc.space_of(pipe.transformer), kwargs["num_inference_steps"])
+    handle = dc.accelerate(pipe, sched) if sched is not None else None
+    try:
+        with torch.inference_mode():
+            images, latents = _run_pipe(pipe, prompts, seeds, kwargs)
+        macs = None
+        if handle is not None and count_macs:
+            m = handle.stats.macs()
+            macs = {"executed": m["executed"] / len(prompts), "full": m["full"] / len(prompts)}
+    finally:
+        if handle is not None:
+            handle.remove()
+    return images, latents, macs
+
+
+@dataclass
+class GenerationResult:
+    """Sidecar records of the samples this process owns (all variants), and what it had to generate."""
+
+    records: list[dict] = field(default_factory=list)
+    generated: int = 0
+    skipped: int = 0
+
+
+def generate(pipe, variants: list[Variant], samples: list[Sample], root: Path, settings: dict, kwargs: dict,
+             batch_size: int = 4, progress: bool = True, desc: str = "generating") -> GenerationResult:
+    """Generate every (variant, sample) not already on disk, variants interleaved batch by batch."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    res = GenerationResult()
+    macs: dict[str, dict] = {}
+    for v in variants:  # MACs per image from an earlier run, so a resumed run need not recount
+        for s in samples:
+            rec = _done(root, settings, v, s)
+            if rec is not None and rec.get("macs"):
+                macs.setdefault(v.id, rec["macs"])
+    total = len(variants) * len(samples)
+    with tqdm(total=total, desc=desc, unit="img", disable=not progress) as bar:
+        for b in range(0, len(samples), batch_size):
+            batch = samples[b: b + batch_size]
+            for v in variants:
+                todo = [s for s in batch if _done(root, settings, v, s) is None]
+                bar.update(len(batch) - len(todo))
+                res.skipped += len(batch) - len(todo)
+                if not todo:
+                    continue
+                t0 = time.perf_counter()
+                images, latents, m = run_variant(pipe, v, [s.prompt for s in todo], [s.seed for s in todo], kwargs,
+                                                 count_macs=v.id not in macs)
+                dt = (time.perf_counter() - t0) / len(todo)
+                if m is not None:
+                    macs[v.id] = m
+                folder = root / "samples" / v.id
+                folder.mkdir(parents=True, exist_ok=True)
+                for j, s in enumerate(todo):
+                    _write_sample(folder, s, images[j], None if latents is None else latents[j])
+                    rec = {"variant": v.id, "stem": s.stem, "index": s.index, "seed_index": s.seed_index,
+                           "prompt": s.prompt, "seed": s.seed, "key": _settings_key(settings, v, s),
+                           "macs": macs.get(v.id), "generation_s_per_image": dt}
+                    _atomic_write(folder / f"{s.stem}.json", lambda p, r=rec: p.write_text(json.dumps(r, indent=1)))
+                res.generated += len(todo)
+                bar.update(len(todo))
+                bar.set_postfix_str(v.id)
+    for v in variants:
+        for s in samples:
+            rec = _done(root, settings, v, s)
+            if rec is None:
+                raise RuntimeError(f"sample {s.stem} of {v.id} is missing after generation")
+            rec["macs"] = rec.get("macs") or macs.get(v.id)
+            res.records.append(rec)
+    return res
+
+
+def _write_sample(folder: Path, s: Sample, image: torch.Tensor, latent: torch.Tensor | None) -> None:
+    """npz (uint8 image (3, H, W), float32 latent) and a png, each written atomically."""
+    from PIL import Image
+
+    u8 = (image.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # (3, H, W)
+    arrays = {"image": u8} if latent is None else {"image": u8, "latent": latent.numpy().astype(np.float32)}
+
+    def save_npz(p: Path) -> None:
+        with p.open("wb") as f:
+            np.savez(f, **arrays)
+
+    _atomic_write(folder / f"{s.stem}.npz", save_npz)
+    _atomic_write(folder / f"{s.stem}.png", lambda p: Image.fromarray(u8.transpose(1, 2, 0)).save(p, format="PNG"))
