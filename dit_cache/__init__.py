@@ -6,6 +6,12 @@
 """
 
 from .adapters import Adapter, BlockGroup, InputSpec, families, get_adapter, register_adapter
+from .backends.cg_taylor import CGTaylorConfig
+from .backends.delta_dit import DeltaDiTConfig
+from .backends.erta import ERTACacheConfig
+from .backends.first_block import FirstBlockCacheConfig
+from .backends.taylorseer import TaylorSeerConfig
+from .backends.teacache import TeaCacheConfig
 from .ecad import from_ecad, load_ecad, save_ecad, to_ecad
 from .macs import StepCost, schedule_macs, step_cost_from_config
 from .runtime import CacheHandle, accelerate, space_of
@@ -25,13 +31,19 @@ __version__ = "0.1.0"
 __all__ = [
     "Adapter",
     "BlockGroup",
+    "CGTaylorConfig",
     "CacheHandle",
+    "DeltaDiTConfig",
+    "ERTACacheConfig",
+    "FirstBlockCacheConfig",
     "InputSpec",
     "Schedule",
     "ScheduleError",
     "ScheduleSpace",
     "ScheduleWarning",
     "StepCost",
+    "TaylorSeerConfig",
+    "TeaCacheConfig",
     "accelerate",
     "cache_component",
     "compute_all",

@@ -184,6 +184,53 @@ def cmd_schedule_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- profile ------------------------------------------------------------------------------------
+def _pipeline_and_calls(model: str, prompts: list[str], steps: int, seed: int):
+    """(pipeline, list of call kwargs) for `tiny` (the embedded model), `random-tiny[:family]` or a model folder."""
+    import torch
+
+    if model.startswith("random-tiny"):
+        from .zoo.tiny_random import build_tiny_pipeline, tiny_call_kwargs
+
+        family = model.partition(":")[2] or "pixart"
+        pipe = build_tiny_pipeline(family)
+        calls = []
+        for i, prompt in enumerate(prompts):
+            kw = tiny_call_kwargs(family, steps, seed + i)
+            if "prompt" in kw:
+                kw["prompt"] = prompt
+            calls.append(kw)
+        return pipe, calls
+    from . import zoo
+
+    pipe = zoo.load() if model == "tiny" else zoo.load(model)
+    calls = [{**zoo.CALL_KWARGS, "prompt": p, "num_inference_steps": steps, "output_type": "latent",
+              "generator": torch.Generator("cpu").manual_seed(seed + i)} for i, p in enumerate(prompts)]
+    return pipe, calls
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Profile a dynamic backend on calibration prompts (uncached runs) and write its JSON profile."""
+    from .backends import profiles
+
+    prompts = profiles.read_prompts(args.prompts, args.limit)
+    pipe, calls = _pipeline_and_calls(args.model, prompts, args.steps, args.seed)
+    if args.backend == "erta":
+        from .backends.erta_profile import profile_erta
+
+        prof = profile_erta(pipe, calls, num_reuse=args.num_reuse, max_consecutive=args.max_consecutive,
+                            ridge=args.ridge, criterion=args.criterion, model=args.model)
+        what = f"reuse steps {prof['reuse_steps']}, phi {[round(prof['phi'][i], 4) for i in prof['reuse_steps']]}"
+    else:
+        from .backends.teacache import calibrate_teacache
+
+        prof = calibrate_teacache(pipe, calls, model=args.model)
+        what = f"coefficients {[round(c, 5) for c in prof['coefficients']]} (rmse {prof['fit']['rmse']:.4g})"
+    path = profiles.save_profile(prof, args.out)
+    print(f"{args.backend} profile of {args.model} ({len(calls)} prompts, {args.steps} steps): {what} -> {path}")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     from .adapters import families
@@ -244,6 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("schedule")
     _model_args(q, required=False)
     q.set_defaults(func=cmd_schedule_check)
+
+    p = sub.add_parser("profile", help="profile ERTACache / calibrate TeaCache on calibration prompts",
+                       description="Run the model uncached on calibration prompts and write a JSON profile for a "
+                                   "dynamic backend (tied to this model and step count).")
+    p.add_argument("--backend", required=True, choices=("erta", "teacache"))
+    p.add_argument("--model", default="tiny",
+                   help="tiny (embedded model), random-tiny[:family] (random weights), or a pipeline folder")
+    p.add_argument("--prompts", required=True, help="text file, one prompt per line")
+    p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt (+1 per prompt)")
+    p.add_argument("--num-reuse", type=int, default=8, help="erta: number of reuse steps")
+    p.add_argument("--max-consecutive", type=int, default=1, help="erta: most reuse steps in a row")
+    p.add_argument("--ridge", type=float, default=0.1, help="erta: relative shrinkage of the linear correction K")
+    p.add_argument("--criterion", choices=("final", "output", "residual"), default="final",
+                   help="erta: error that picks the reuse steps (final: final-output MSE incl. the sampler's amplification; slowest)")
+    p.add_argument("--out", "-o", required=True, help="output JSON path")
+    p.set_defaults(func=cmd_profile)
     _add_plugin_commands(sub)
     return parser
 

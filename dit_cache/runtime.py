@@ -6,7 +6,9 @@ Two kinds of hooks, both through ``diffusers.hooks.HookRegistry`` on *this insta
    a repeated timestep is the same step (the next CFG branch when cond/uncond are separate calls),
    a smaller one is the next step, a larger one starts a new generation and resets all state;
 2. a hook on every cacheable component asks the backend "compute or not?"; when not, the backend's
-   value replaces the component's output.
+   value replaces the component's output; or, for block-level backends (``backend.level == "block"``:
+   Δ-DiT, TeaCache, First-Block Cache, CG-Taylor, ERTACache), a hook on every block that runs it or
+   skips a contiguous block range with the backend's value (the rest of the range passes through).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from .adapters import Adapter, Site, get_adapter
-from .backends import Backend, StaticScheduleBackend, StepContext
+from .backends import Backend, BlockBackend, StaticScheduleBackend, StepContext
 from .ecad import load_schedule_file
 from .macs import meta_like, meta_model_of, step_cost
 from .schedule import Schedule, ScheduleError, ScheduleSpace
@@ -30,6 +32,7 @@ from .stats import CacheStats
 
 STEP_HOOK = "dit_cache.step"
 COMPONENT_HOOK = "dit_cache.component"
+BLOCK_HOOK = "dit_cache.block"
 
 
 def space_of(transformer: nn.Module, adapter: Adapter | None = None) -> ScheduleSpace:
@@ -70,6 +73,9 @@ class _StepTrackerHook(ModelHook):
                     "run the pipeline with the schedule's step count, or pass resample=True to accelerate()"
                 )
         ctx.timestep = t
+        h._skip_until = -1
+        if h._begin_call is not None:
+            h._begin_call(ctx)
         key = tuple(tuple(x.shape) for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor))
         h.stats.begin_call(ctx.step, key, lambda: meta_like((args, kwargs)))
         return args, kwargs
@@ -83,6 +89,8 @@ class _StepTrackerHook(ModelHook):
                     f"non-finite transformer output at step {ctx.step} (branch {ctx.branch}); compare with the "
                     "uncached model: if it is finite there, the schedule reuses too aggressively"
                 )
+        if self.handle._end_call is not None:
+            output = self.handle._end_call(self.handle.ctx, output)
         return output
 
 
@@ -107,6 +115,52 @@ class _ComponentHook(ModelHook):
         return self.backend.reuse(site, ctx)
 
 
+class _BlockHook(ModelHook):
+    """Block-level hook: run the block, or skip it (first block of a skipped range returns the backend's value)."""
+
+    def __init__(self, handle: CacheHandle, index: int, module: nn.Module) -> None:
+        super().__init__()
+        self.handle = handle
+        self.index = index
+        self.backend = handle.backend
+        self.stats = handle.stats
+        self.names = handle.adapter.block_outputs
+        params = list(inspect.signature(type(module).forward).parameters)[1:]
+        self.pos = {n: params.index(n) for n in self.names if n in params}
+        self.single = len(self.names) == 1
+
+    def _streams(self, args: tuple, kwargs: dict) -> tuple:
+        """The block's stream inputs, in `Adapter.block_outputs` order."""
+        out = []
+        for n in self.names:
+            if n in kwargs:
+                out.append(kwargs[n])
+            else:
+                i = self.pos.get(n)
+                out.append(args[i] if i is not None and i < len(args) else None)
+        return tuple(out)
+
+    def _pack(self, streams: tuple) -> Any:
+        return streams[0] if self.single else tuple(streams)
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        h, b = self.handle, self.index
+        ctx = h.ctx
+        if b <= h._skip_until:  # inside a skipped range: pass the streams through
+            self.stats.record_block(ctx.step, b, False)
+            return self._pack(self._streams(args, kwargs))
+        streams = self._streams(args, kwargs)
+        plan = self.backend.block_pre(b, ctx, streams, (module, args, kwargs))
+        if plan is not None:
+            value, h._skip_until = plan
+            self.stats.record_block(ctx.step, b, False)
+            return self._pack(value)
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        self.backend.block_post(b, ctx, streams, (out,) if self.single else tuple(out))
+        self.stats.record_block(ctx.step, b, True)
+        return out
+
+
 class CacheHandle:
     """Owns the hooks and all caching state of one accelerated transformer."""
 
@@ -122,6 +176,11 @@ class CacheHandle:
         self.stats = CacheStats(self.space, self._cost)
         self._meta_model: nn.Module | None = None
         self._hooked: list[tuple[nn.Module, str, bool]] = []  # (module, hook name, registry created by us)
+        self._skip_until = -1  # last block of the range a block-level backend skips in this call
+        self._begin_call = getattr(backend, "begin_call", None)
+        self._end_call = getattr(backend, "end_call", None)
+        if hasattr(backend, "bind"):
+            backend.bind(self)
         self._install()
 
     # -- install / remove --------------------------------------------------------------------
@@ -138,8 +197,12 @@ class CacheHandle:
         index = params.index(self.adapter.timestep_arg) if self.adapter.timestep_arg in params else None
         try:
             self._register(t, _StepTrackerHook(self, index), STEP_HOOK)
-            for site in self.adapter.sites(t):
-                self._register(site.module, _ComponentHook(self, site), COMPONENT_HOOK)
+            if getattr(self.backend, "level", "component") == "block":
+                for i, block in enumerate(self.adapter.blocks(t)):
+                    self._register(block, _BlockHook(self, i, block), BLOCK_HOOK)
+            else:
+                for site in self.adapter.sites(t):
+                    self._register(site.module, _ComponentHook(self, site), COMPONENT_HOOK)
         except BaseException:
             self.remove()
             raise
@@ -157,6 +220,12 @@ class CacheHandle:
                     del module._diffusers_hook
         self._hooked.clear()
         self.backend.reset()
+
+    @property
+    def decisions(self) -> list[dict[str, Any]]:
+        """Per-call decisions of a dynamic backend since the last reset (empty for static schedules)."""
+        keys = ("generation", "step", "branch", "skipped")
+        return [dict(zip(keys, x)) for x in getattr(self.backend, "log", ())]
 
     @property
     def active(self) -> bool:
@@ -229,7 +298,7 @@ def _as_backend(spec: Any, space: ScheduleSpace, resample: bool, repair: bool) -
         return StaticScheduleBackend(spec, resample=resample)
     if hasattr(spec, "build_backend"):
         return spec.build_backend(space)
-    if isinstance(spec, Backend):
+    if isinstance(spec, (Backend, BlockBackend)):
         return spec
     raise TypeError(f"accelerate() takes a Schedule, a schedule file path or a backend config, not {type(spec).__name__}")
 

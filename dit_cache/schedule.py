@@ -4,7 +4,9 @@ A reused component returns its cached raw output (ECAD semantics); the block sti
 its adaLN modulation, gates and residual adds with the current step's conditioning.
 
 JSON format (schema version 1), one string per block with one character per component:
-``"1"`` compute, ``"0"`` reuse, ``"-"`` the block has no such component (e.g. SD3's last block)::
+``"1"`` compute, ``"0"`` reuse, ``"f"`` forecast (reuse cell whose value is a first-order Taylor
+forecast from the cell's last two computed outputs, as TaylorSeer), ``"-"`` the block has no such
+component (e.g. SD3's last block). Files without ``"f"`` cells are unchanged from before forecasting::
 
     {"format": "dit-cache-schedule", "schema_version": 1, "family": "pixart", "steps": 20,
      "block_ids": ["0", ...], "components": ["attn1", "attn2", "ff"],
@@ -105,6 +107,7 @@ class Schedule:
     compute: np.ndarray  # bool [steps, blocks, components]
     space: ScheduleSpace
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    forecast: np.ndarray | None = None  # bool [steps, blocks, components]: reuse cells that forecast; None = none
 
     def __post_init__(self) -> None:
         arr = np.asarray(self.compute)
@@ -127,6 +130,13 @@ class Schedule:
                 "every component must compute on step 0 (use Schedule.repaired() to mark them computed)"
             )
         object.__setattr__(self, "compute", _frozen(arr))
+        if self.forecast is not None:
+            fc = np.asarray(self.forecast, dtype=bool)
+            if fc.shape != arr.shape:
+                raise ScheduleError(f"forecast has shape {fc.shape}, expected {arr.shape} like compute")
+            if (fc & arr).any():
+                raise ScheduleError("forecast cells must be reuse cells (compute False): a cell computes or forecasts")
+            object.__setattr__(self, "forecast", _frozen(fc) if fc.any() else None)
         object.__setattr__(self, "metadata", MappingProxyType(json.loads(json.dumps(dict(self.metadata)))))
 
     # -- views -------------------------------------------------------------------------------
@@ -144,6 +154,18 @@ class Schedule:
     def name(self) -> str:
         """metadata['name'] or 'unnamed'."""
         return str(self.metadata.get("name", "unnamed"))
+
+    @property
+    def forecast_mask(self) -> np.ndarray:
+        """Bool [steps, blocks, components]: True where a reused cell is forecast (all False if none)."""
+        return self.forecast if self.forecast is not None else np.zeros_like(self.compute)
+
+    def with_forecast(self, cells: np.ndarray | None = None) -> Schedule:
+        """A copy whose reuse cells (or those of them in `cells`) forecast instead of reusing."""
+        mask = ~self.compute & self.space.applicable
+        if cells is not None:
+            mask &= np.asarray(cells, dtype=bool)
+        return Schedule(self.compute, self.space, {**self.metadata}, mask)
 
     def compute_fraction(self) -> float:
         """Fraction of applicable component evaluations that are computed."""
@@ -165,6 +187,7 @@ class Schedule:
             isinstance(other, Schedule)
             and self.space == other.space
             and np.array_equal(self.compute, other.compute)
+            and np.array_equal(self.forecast_mask, other.forecast_mask)
             and dict(self.metadata) == dict(other.metadata)
         )
 
@@ -179,11 +202,12 @@ class Schedule:
 
     def with_metadata(self, **updates: Any) -> Schedule:
         """A copy with metadata entries added or replaced."""
-        return Schedule(self.compute, self.space, {**self.metadata, **updates})
+        return Schedule(self.compute, self.space, {**self.metadata, **updates}, self.forecast)
 
     # -- transformations ---------------------------------------------------------------------
     @classmethod
-    def repaired(cls, compute: np.ndarray, space: ScheduleSpace, metadata: Mapping[str, Any] | None = None) -> Schedule:
+    def repaired(cls, compute: np.ndarray, space: ScheduleSpace, metadata: Mapping[str, Any] | None = None,
+                 forecast: np.ndarray | None = None) -> Schedule:
         """Build a schedule, marking step-0 reuse cells and inapplicable cells as computed (warns once)."""
         arr = np.array(compute, dtype=bool, copy=True)
         bad = ~arr[0] & space.applicable
@@ -195,7 +219,8 @@ class Schedule:
             )
         arr[0] = True
         arr[:, ~space.applicable] = True
-        return cls(arr, space, metadata or {})
+        fc = None if forecast is None else np.asarray(forecast, dtype=bool) & ~arr
+        return cls(arr, space, metadata or {}, fc)
 
     def resample(self, steps: int) -> Schedule:
         """The schedule for another step count: new step j takes old step round(j * (S-1) / (S'-1)).
@@ -210,15 +235,17 @@ class Schedule:
         arr = self.compute[src].copy()
         arr[0] = True
         meta = {**self.metadata, "resampled_from_steps": self.steps}
-        return Schedule(arr, self.space, meta)
+        fc = None if self.forecast is None else self.forecast[src] & ~arr
+        return Schedule(arr, self.space, meta, fc)
 
     # -- JSON --------------------------------------------------------------------------------
     def _cells_json(self) -> list[list[str]]:
-        app = self.space.applicable
+        app, fc = self.space.applicable, self.forecast_mask
         return [
-            ["".join("-" if not app[b, c] else ("1" if step[b, c] else "0") for c in range(step.shape[1]))
+            ["".join("-" if not app[b, c] else ("1" if step[b, c] else "f" if fc[s, b, c] else "0")
+                     for c in range(step.shape[1]))
              for b in range(step.shape[0])]
-            for step in self.compute
+            for s, step in enumerate(self.compute)
         ]
 
     def to_dict(self) -> dict[str, Any]:
@@ -270,17 +297,20 @@ class Schedule:
         if unknown:
             raise ScheduleError(f"unknown components {unknown} for family {data['family']!r}; expected {list(known)}")
         arr = np.zeros((len(rows), len(block_ids), len(comps)), dtype=bool)
+        fc = np.zeros_like(arr)
         app = np.ones((len(block_ids), len(comps)), dtype=bool)
         for s, row in enumerate(rows):
             if not isinstance(row, list) or len(row) != len(block_ids):
                 raise ScheduleError(f"step {s} has {len(row) if isinstance(row, list) else '?'} blocks, expected {len(block_ids)}")
             for b, cells in enumerate(row):
-                if not isinstance(cells, str) or len(cells) != len(comps) or set(cells) - set("10-"):
+                if not isinstance(cells, str) or len(cells) != len(comps) or set(cells) - set("10f-"):
                     raise ScheduleError(
-                        f"step {s} block {block_ids[b]}: expected {len(comps)} characters of '1', '0' or '-', got {cells!r}"
+                        f"step {s} block {block_ids[b]}: expected {len(comps)} characters of '1', '0', 'f' or '-', "
+                        f"got {cells!r}"
                     )
                 for c, ch in enumerate(cells):
-                    arr[s, b, c] = ch != "0"
+                    arr[s, b, c] = ch not in "0f"
+                    fc[s, b, c] = ch == "f"
                     na = ch == "-"
                     if s == 0:
                         app[b, c] = not na
@@ -288,7 +318,8 @@ class Schedule:
                         raise ScheduleError(f"step {s} block {block_ids[b]}: '-' cells must be the same on every step")
         space = ScheduleSpace(data["family"], tuple(block_ids), tuple(comps), app)
         meta = data.get("metadata") or {}
-        return cls.repaired(arr, space, meta) if repair else cls(arr, space, meta)
+        fcs = fc if fc.any() else None
+        return cls.repaired(arr, space, meta, fcs) if repair else cls(arr, space, meta, fcs)
 
     @classmethod
     def load(cls, path: str | Path, *, repair: bool = False) -> Schedule:

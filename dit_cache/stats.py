@@ -53,6 +53,15 @@ class CacheStats:
         self.calls += 1
         self._tally = tally
 
+    def record_block(self, step: int, block: int, computed: bool) -> None:
+        """Count every component of one block as computed or reused (block-level backends)."""
+        row = self.space.applicable[block]
+        if computed:
+            self.computed[step, block] += row
+            self._tally.computed[block] += row
+        else:
+            self.reused[step, block] += row
+
     def record(self, step: int, block: int, component: int, computed: bool) -> None:
         """Count one component evaluation (hot path)."""
         if computed:

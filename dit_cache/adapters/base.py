@@ -57,6 +57,9 @@ class Adapter:
     example_inputs: ExampleInputs
     default_text_len: int = 120
     timestep_arg: str = "timestep"
+    # Names of the block forward's stream arguments in the order the block returns them: a block that
+    # returns one tensor has ("hidden_states",); MMDiT blocks return (encoder_hidden_states, hidden_states).
+    block_outputs: tuple[str, ...] = ("hidden_states",)
     notes: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -95,6 +98,10 @@ class Adapter:
     def block_paths(self, transformer: nn.Module) -> list[str]:
         """Dotted module path of each block, in schedule order."""
         return [f"{g.attr}.{i}" for g in self.groups for i in range(len(getattr(transformer, g.attr)))]
+
+    def blocks(self, transformer: nn.Module) -> list[nn.Module]:
+        """Block modules in schedule order."""
+        return [b for g in self.groups for b in getattr(transformer, g.attr)]
 
     def applicable(self, transformer: nn.Module) -> np.ndarray:
         """Bool [blocks, components]: False where a block has no such component."""

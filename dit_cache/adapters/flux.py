@@ -38,5 +38,6 @@ ADAPTER = Adapter(
         ),
     ),
     example_inputs=_example_inputs,
+    block_outputs=("encoder_hidden_states", "hidden_states"),
     default_text_len=512,
 )

@@ -22,5 +22,6 @@ ADAPTER = Adapter(
     class_names=("SD3Transformer2DModel",),
     groups=(BlockGroup("transformer_blocks", {"attn": "attn", "attn2": "attn2", "ff": "ff", "ff_context": "ff_context"}),),
     example_inputs=_example_inputs,
+    block_outputs=("encoder_hidden_states", "hidden_states"),
     default_text_len=333,
 )

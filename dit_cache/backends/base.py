@@ -40,3 +40,74 @@ class Backend(Protocol):
 
     def reset(self) -> None:
         """Drop all cached state."""
+
+
+# -- block-level backends ------------------------------------------------------------------------
+# A block-level backend (``level = "block"``) gets one hook per transformer block instead of one per
+# component. It sees each block's *streams*: the block's stream inputs in the order the block returns
+# them (``Adapter.block_outputs``: (hidden_states,) or (encoder_hidden_states, hidden_states)).
+Streams = tuple  # tuple[Tensor | None, ...]
+BlockPlan = tuple  # (streams the block returns instead of running, last block of the skipped range)
+
+
+@runtime_checkable
+class BlockBackend(Protocol):
+    """Decides per block whether to run it or to skip a contiguous range of blocks with a given value.
+
+    ``block_pre(b, ctx, streams_in, (module, args, kwargs))`` returns ``None`` to run block b, or ``(value, end)`` to return
+    ``value`` from block b and pass blocks b+1..end through unchanged. ``block_post`` sees every
+    computed block. Optional: ``bind(handle)`` at install, ``begin_call(ctx)`` before every transformer
+    call, ``end_call(ctx, output) -> output`` after it.
+    """
+
+    level: str  # "block"
+
+    def begin_generation(self, ctx: StepContext) -> None:
+        """Reset per-generation state."""
+
+    def block_pre(self, block: int, ctx: StepContext, streams: Streams, inputs: tuple) -> BlockPlan | None:
+        """None to run the block, or (value streams, last skipped block)."""
+
+    def block_post(self, block: int, ctx: StepContext, streams_in: Streams, streams_out: Streams) -> None:
+        """Observe a computed block's input and output streams."""
+
+    def cache_bytes(self) -> int:
+        """Bytes held by cached tensors right now."""
+
+    def reset(self) -> None:
+        """Drop all cached state."""
+
+
+def tensor_bytes(tree: Any) -> int:
+    """Bytes of every tensor in a nested structure (dicts, lists, tuples; None ignored)."""
+    from torch.utils._pytree import tree_leaves
+
+    return sum(t.numel() * t.element_size() for t in tree_leaves(tree) if hasattr(t, "element_size"))
+
+
+def streams_sub(a: Streams, b: Streams) -> Streams:
+    """Per-stream a − b (None where either is None)."""
+    return tuple(None if x is None or y is None else x - y for x, y in zip(a, b))
+
+
+def streams_add(a: Streams, b: Streams) -> Streams:
+    """Per-stream a + b (None where either is None)."""
+    return tuple(None if x is None or y is None else x + y for x, y in zip(a, b))
+
+
+def rel_l1(a: Streams, ref: Streams) -> float:
+    """Σ|a − ref| / Σ|ref| over all non-None streams (one host sync)."""
+    num = den = 0.0
+    for x, y in zip(a, ref):
+        if x is not None and y is not None:
+            num = num + (x - y).abs().float().mean() * y.numel()
+            den = den + y.abs().float().mean() * y.numel()
+    return float(num / den) if float(den) > 0 else float("inf")
+
+
+def check_family(backend: str, family: str, supported: tuple[str, ...]) -> None:
+    """Raise a clear error when `backend` does not support the model `family`."""
+    if family not in supported:
+        raise ValueError(
+            f"{backend} does not support the {family!r} family; supported families: {', '.join(supported)}"
+        )

@@ -6,7 +6,11 @@ at its last computed step::
     y_{i,l,c} = f_{l,c}(x_{i,l,c})      if S[i, l, c]
     y_{i,l,c} = y_{j,l,c}               otherwise, j = max{j < i : S[j, l, c]}
 
-while the block recomputes its adaLN modulation, gates and residual adds at step i.
+while the block recomputes its adaLN modulation, gates and residual adds at step i. A forecast cell
+('f' in the schedule file) instead extrapolates from the cell's last two computed steps j' < j
+(first-order TaylorSeer, `TaylorFactors`)::
+
+    y_{i,l,c} = y_j + (i − j) · (y_j − y_{j'}) / (j − j')
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 from ..adapters import Site
 from ..schedule import Schedule, ScheduleError
 from .base import StepContext
+from .taylorseer import TaylorFactors
 
 
 @dataclass
@@ -26,10 +31,12 @@ class StaticCacheState:
     """Cached component outputs, one dict per CFG branch: {(block, component): output}."""
 
     caches: dict[int, dict[tuple[int, int], Any]] = field(default_factory=dict)
+    factors: dict[int, dict[tuple[int, int], TaylorFactors]] = field(default_factory=dict)  # forecast cells only
 
     def reset(self) -> None:
         """Forget every cached output."""
         self.caches.clear()
+        self.factors.clear()
 
 
 class StaticScheduleBackend:
@@ -39,22 +46,30 @@ class StaticScheduleBackend:
         self.schedule = schedule
         self.resample = resample
         self.state = StaticCacheState()
-        self._plans: dict[int, tuple[list, list]] = {}
-        self._compute, self._store = self._plan(schedule.steps)
+        self._plans: dict[int, tuple[list, list, list | None, list | None]] = {}
+        self._compute, self._store, self._fc, self._track = self._plan(schedule.steps)
 
     @property
     def num_steps(self) -> int:
         """Steps of the active plan."""
         return len(self._compute)
 
-    def _plan(self, steps: int) -> tuple[list, list]:
-        """Nested-list lookups (fast in the hot path): compute[s][b][c] and store[s][b][c]."""
+    def _plan(self, steps: int) -> tuple[list, list, list | None, list | None]:
+        """Nested-list lookups (fast in the hot path): compute[s][b][c], store[s][b][c], and for schedules
+        with forecast cells forecast[s][b][c] and track[b][c] (cells whose Taylor factors are kept)."""
         if steps not in self._plans:
-            arr = self.schedule.resample(steps).compute
+            sched = self.schedule.resample(steps)
+            arr = sched.compute
             store = arr.copy()
             store[:-1] &= ~arr[1:]  # keep an output only if the next step reuses it
             store[-1] = False
-            self._plans[steps] = (arr.tolist(), store.tolist())
+            fc = sched.forecast
+            track = None if fc is None else fc.any(0)
+            if track is not None:
+                store[:, track] = False  # tracked cells reuse their newest factor Δ⁰ (the last output)
+            plan = (arr.tolist(), store.tolist(), None if fc is None else fc.tolist(),
+                    None if track is None else track.tolist())
+            self._plans[steps] = plan
         return self._plans[steps]
 
     def begin_generation(self, ctx: StepContext) -> None:
@@ -68,9 +83,9 @@ class StaticScheduleBackend:
                     f"call the pipeline with num_inference_steps={self.schedule.steps}, make a schedule for {n} "
                     "steps, or pass resample=True to accelerate() (nearest step in normalized time)"
                 )
-            self._compute, self._store = self._plan(n)
+            self._compute, self._store, self._fc, self._track = self._plan(n)
         else:
-            self._compute, self._store = self._plan(self.schedule.steps)
+            self._compute, self._store, self._fc, self._track = self._plan(self.schedule.steps)
 
     def should_compute(self, site: Site, ctx: StepContext) -> bool:
         """The schedule's cell for this step."""
@@ -80,9 +95,15 @@ class StaticScheduleBackend:
         """Keep the output when the next step reuses it."""
         if self._store[ctx.step][site.block][site.component]:
             self.state.caches.setdefault(ctx.branch, {})[site.block, site.component] = output
+        if self._track is not None and self._track[site.block][site.component]:
+            cell = self.state.factors.setdefault(ctx.branch, {}).setdefault((site.block, site.component), TaylorFactors())
+            cell.update(output, ctx.step, 1)
 
     def reuse(self, site: Site, ctx: StepContext) -> Any:
-        """The output cached at the last computed step of this branch."""
+        """The output cached at the last computed step of this branch (or its forecast on 'f' cells)."""
+        if self._track is not None and self._track[site.block][site.component]:
+            cell = self.state.factors[ctx.branch][site.block, site.component]
+            return cell.forecast(ctx.step) if self._fc[ctx.step][site.block][site.component] else cell.factors[0]
         try:
             return self.state.caches[ctx.branch][site.block, site.component]
         except KeyError:
@@ -99,7 +120,7 @@ class StaticScheduleBackend:
             for out in cache.values()
             for t in tree_leaves(out)
             if hasattr(t, "element_size")
-        )
+        ) + sum(f.nbytes() for cells in self.state.factors.values() for f in cells.values())
 
     def reset(self) -> None:
         """Drop cached outputs."""
@@ -107,9 +128,15 @@ class StaticScheduleBackend:
 
     def snapshot(self) -> dict[str, Any]:
         """The cache contents now (references: cached outputs are never modified in place)."""
-        return {"caches": {b: dict(c) for b, c in self.state.caches.items()}, "steps": self.num_steps}
+        factors = {b: {k: (list(f.factors), f.step) for k, f in c.items()} for b, c in self.state.factors.items()}
+        return {"caches": {b: dict(c) for b, c in self.state.caches.items()}, "steps": self.num_steps, "factors": factors}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Continue from a `snapshot()` of a generation with the same plan up to that point."""
-        self._compute, self._store = self._plan(snap["steps"])
+        self._compute, self._store, self._fc, self._track = self._plan(snap["steps"])
         self.state.caches = {b: dict(c) for b, c in snap["caches"].items()}
+        self.state.factors = {}
+        for b, cells in snap.get("factors", {}).items():
+            for k, (factors, step) in cells.items():
+                f = self.state.factors.setdefault(b, {})[k] = TaylorFactors()
+                f.factors, f.step = list(factors), step
