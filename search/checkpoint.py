@@ -1,0 +1,60 @@
+"""Search checkpoints: one JSON file (no pickle), written atomically after every generation."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT = "checkpoint.json"
+CHECKPOINT_VERSION = 1
+FORMAT = "dit-cache-search-checkpoint"
+
+
+@dataclass
+class SearchState:
+    """What a checkpoint holds besides the config."""
+
+    generation: int = -1
+    population: list[str] = field(default_factory=list)  # genome hex, in selection order
+    fitness: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> {genome, macs, quality, metrics}
+    rng: Any = None  # random.Random state as JSON (rng_to_json)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    hv_ref: list[float] | None = None
+    cache_hits: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def write_checkpoint(path: Path, config: dict[str, Any], shape: tuple[int, ...], state: SearchState) -> None:
+    """Write config, genome shape and state to `path` (tmp file + rename: a kill never leaves half a file)."""
+    data = {"format": FORMAT, "version": CHECKPOINT_VERSION, "config": config, "shape": list(shape), **asdict(state)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], SearchState]:
+    """(raw data, state) of a checkpoint; ValueError naming the fix when missing or foreign."""
+    if not path.is_file():
+        raise ValueError(f"--resume: no checkpoint at {path}; start the run without --resume")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); start a new run with another --out") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} is not a dit-cache search checkpoint (version {CHECKPOINT_VERSION})")
+    return data, SearchState(**{k: data[k] for k in SearchState.__dataclass_fields__})
+
+
+def rng_to_json(state: tuple) -> list:
+    """random.Random.getstate() as JSON-ready lists."""
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def rng_from_json(data: list) -> tuple:
+    """Inverse of `rng_to_json`."""
+    return (data[0], tuple(data[1]), data[2])

@@ -1,0 +1,105 @@
+"""`dit-cache search`: learn a Pareto front of caching schedules for one model on calibration prompts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .nsga import SearchConfig, SearchError
+
+EPILOG = """example:
+  dit-cache search --model tiny --prompts calib_prompts/shapes_calib.txt --num-prompts 16 \\
+      --population 24 --generations 12 --objective fidelity --late-bias 4 --workers 2 --out runs/shapes
+  dit-cache search ... --out runs/shapes --resume      # continue a killed run
+outputs: front/*.json (schedules with objectives and MACs), front.png, history.json, checkpoint.json"""
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from .nsga import Search
+    from .objectives import ObjectiveUnavailable
+
+    cfg = SearchConfig(
+        model=args.model, prompts=args.prompts, num_prompts=args.num_prompts, population=args.population,
+        generations=args.generations, objective=args.objective, steps=args.steps, seed=args.seed,
+        workers=args.workers, backend=args.backend, batch_size=args.batch_size,
+        memory_budget_mb=args.memory_budget_mb, prefix_sharing=not args.no_prefix_sharing, cxpb=args.cxpb,
+        cx_points=args.cx_points, mutpb=args.mutpb, indpb=args.indpb,
+        late_bias=args.late_bias, clip_weights=args.clip_weights,
+        forecast=args.forecast, forecast_order=args.forecast_order, init=list(args.init), multi_fidelity=args.multi_fidelity, mf_margin=args.mf_margin,
+    )
+    try:
+        search = Search(cfg, args.out)
+    except (SearchError, ObjectiveUnavailable, FileNotFoundError, ImportError) as e:
+        print(f"dit-cache search: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        summary = search.run(resume=args.resume, progress=not args.quiet)
+    except SearchError as e:
+        print(f"dit-cache search: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        search.close()
+    print(f"front ({len(summary['front'])} schedules) in {args.out}/front/:")
+    for r in summary["front"]:
+        print(f"  {r['file']}: {r['macs_speedup']:.2f}x MACs, {cfg.objective} {r['quality']:.4g}")
+    print(json.dumps({k: summary[k] for k in ("evaluations", "cache_hits", "block_evals", "block_evals_naive",
+                                              "prefix_sharing_saving", "wall_s")}))
+    return 0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The search options."""
+    d = SearchConfig()
+    p.add_argument("--model", default=d.model, help="'tiny' (embedded model), 'random-tiny[:LAYERS]', or a PixArt "
+                   "pipeline folder / hub id (default tiny)")
+    p.add_argument("--prompts", default=d.prompts, help=f"calibration prompts, one per line (default {d.prompts})")
+    p.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts of the file")
+    p.add_argument("--population", type=int, default=d.population, help=f"NSGA-II population (default {d.population})")
+    p.add_argument("--generations", type=int, default=d.generations, help=f"generations (default {d.generations})")
+    p.add_argument("--objective", default=d.objective, choices=["fidelity", "adherence", "clip", "imagereward"],
+                   help="quality objective (default fidelity: latent MSE to the uncached output)")
+    p.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
+    p.add_argument("--seed", type=int, default=d.seed, help="search seed (also picks the noise seeds)")
+    p.add_argument("--workers", type=int, default=d.workers, help="parallel evaluation processes (default 1)")
+    p.add_argument("--backend", default=d.backend, choices=["local", "ray"], help="worker backend (default local)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per generation batch (default 16)")
+    p.add_argument("--memory-budget-mb", type=int, default=d.memory_budget_mb,
+                   help=f"prefix-state cache per worker in MiB (default {d.memory_budget_mb})")
+    p.add_argument("--no-prefix-sharing", action="store_true", help="evaluate every candidate from step 0")
+    p.add_argument("--cxpb", type=float, default=d.cxpb, help=f"crossover probability (default {d.cxpb})")
+    p.add_argument("--cx-points", type=int, default=d.cx_points, help=f"crossover points along steps (default {d.cx_points})")
+    p.add_argument("--mutpb", type=float, default=d.mutpb, help=f"probability a child is mutated (default {d.mutpb})")
+    p.add_argument("--indpb", type=float, default=None, help="per-cell flip probability (default 2 / evolvable cells)")
+    p.add_argument("--late-bias", type=float, default=d.late_bias,
+                   help="weight step i's variation by (i/S)^B: B > 0 keeps parents' prefixes, so prefix sharing "
+                   "saves more (default 0 = uniform)")
+    p.add_argument("--clip-weights", default=None, help="local open_clip ViT-B-32 weights for --objective clip")
+    p.add_argument("--forecast", action="store_true",
+                   help="cells may also be Taylor forecasts (TaylorSeer) instead of reuse: the search mixes both")
+    p.add_argument("--forecast-order", type=int, default=d.forecast_order, help="Taylor order of forecast cells (default 1)")
+    p.add_argument("--init", nargs="*", default=[], metavar="SCHEDULE",
+                   help="schedule files (dit-cache or ECAD JSON) added to the initial population, e.g. a previous front")
+    p.add_argument("--multi-fidelity", action="store_true",
+                   help="children see the first --batch-size prompts first; the rest only if no parent dominates "
+                   "them there by more than --mf-margin (changes results; off by default)")
+    p.add_argument("--mf-margin", type=float, default=d.mf_margin, help=f"multi-fidelity margin (default {d.mf_margin})")
+    p.add_argument("--out", default="runs/search", help="run folder (default runs/search)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def register(sub) -> None:
+    """Add `dit-cache search` (entry point of the `dit_cache.commands` group)."""
+    p = sub.add_parser("search", help="learn Pareto-optimal caching schedules for a model (NSGA-II)",
+                       description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=_cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m search ...` (same options as `dit-cache search`)."""
+    p = argparse.ArgumentParser(prog="python -m search", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return _cmd(p.parse_args(argv))

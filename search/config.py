@@ -1,0 +1,83 @@
+"""Search settings, errors and the calibration prompts file."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import genome as G
+from .objectives import OBJECTIVES
+from .workers import BACKENDS
+
+
+class SearchError(ValueError):
+    """Bad search input (prompts, model, schedule space, checkpoint)."""
+
+
+@dataclass
+class SearchConfig:
+    """Settings of one search run (stored in the checkpoint; resume needs the same values)."""
+
+    model: str = "tiny"
+    prompts: str = "calib_prompts/shapes_calib.txt"
+    num_prompts: int | None = None  # first N prompts of the file (None = all)
+    population: int = 24
+    generations: int = 10
+    objective: str = "fidelity"
+    steps: int = 20
+    seed: int = 0
+    workers: int = 1
+    backend: str = "local"
+    batch_size: int = 16
+    memory_budget_mb: int = 2048
+    prefix_sharing: bool = True
+    cxpb: float = 0.9
+    cx_points: int = 4
+    mutpb: float = 1.0
+    indpb: float | None = None
+    late_bias: float = 0.0
+    clip_weights: str | None = None
+    forecast: bool = False  # cells may also be Taylor forecasts (search.forecast)
+    forecast_order: int = 1
+    init: list[str] = field(default_factory=list)  # schedule files (dit-cache or ECAD) seeding the population
+    multi_fidelity: bool = False  # children: first prompt batch, the rest only if they can still reach the front
+    mf_margin: float = 0.1
+
+    def check(self) -> None:
+        """Raise SearchError naming the fix for an invalid setting."""
+        if self.objective not in OBJECTIVES:
+            raise SearchError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.backend not in BACKENDS:
+            raise SearchError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.population < 4:
+            raise SearchError(f"--population must be >= 4, got {self.population}")
+        if self.generations < 0 or self.steps < 2 or self.workers < 1:
+            raise SearchError("--generations must be >= 0, --steps >= 2 and --workers >= 1")
+        if self.forecast_order < 0:
+            raise SearchError(f"--forecast-order must be >= 0, got {self.forecast_order}")
+        G.Operators(self.cxpb, self.cx_points, self.mutpb, self.indpb, self.late_bias).validate()
+        if self.mf_margin < 0:
+            raise SearchError(f"--mf-margin must be >= 0, got {self.mf_margin}")
+
+    def result_keys(self) -> dict[str, Any]:
+        """Settings that change results (a resumed run must match them)."""
+        d = asdict(self)
+        for k in ("generations", "workers", "backend", "memory_budget_mb", "prefix_sharing"):
+            d.pop(k)
+        return d
+
+
+def read_prompts(path: str | Path, n: int | None = None) -> list[str]:
+    """Non-empty lines of a prompts file (optionally the first n); clear errors for missing/empty files."""
+    p = Path(path)
+    if not p.is_file():
+        raise SearchError(f"prompts file not found: {p} (see calib_prompts/ for the shipped sets)")
+    prompts = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not prompts:
+        raise SearchError(f"prompts file {p} has no prompts (one prompt per line expected)")
+    if n is not None:
+        if n < 1:
+            raise SearchError(f"--num-prompts must be >= 1, got {n}")
+        prompts = prompts[:n]
+    return prompts

@@ -1,0 +1,133 @@
+"""Quality objectives of the search (all minimised); cost is exact MACs from `dit_cache.macs`.
+
+* ``fidelity`` (default): mean per-image latent MSE of the final latents to the uncached model's for the
+  same prompt and seed; needs no external weights (references are generated once and cached).
+* ``adherence``: 1 − all-correct rate of the embedded model's shapes scorer on the decoded images.
+* ``clip``: 1 − mean cosine similarity of open_clip image and text embeddings (local weights only).
+* ``imagereward``: −mean ImageReward (only when the `image-reward` package and its weights are installed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+OBJECTIVES = ("fidelity", "adherence", "clip", "imagereward")
+
+
+class ObjectiveUnavailable(RuntimeError):
+    """An objective's package or weights are not available here."""
+
+
+def decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Latents -> float images (N, 3, H, W) in [0, 1], as the pipeline's 'pt' output."""
+    with torch.inference_mode():
+        img = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(img, output_type="pt")
+
+
+def latent_mse(latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-image MSE (N,) between final latents (N, C, h, w)."""
+    return ((latents.float() - reference.float()) ** 2).mean(dim=(1, 2, 3))
+
+
+def make_objective(name: str, pipe: Any, prompts: list[str], *, clip_weights: str | None = None,
+                   clip_arch: str = "ViT-B-32") -> Callable[[torch.Tensor, torch.Tensor], dict[str, float]]:
+    """fn(latents, reference_latents) -> {"quality": value to minimise, ...other metrics}; raises
+    ObjectiveUnavailable with the fix when the objective cannot run here."""
+    if name == "fidelity":
+        def fidelity(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+            mse = float(latent_mse(lat, ref).mean())
+            return {"quality": mse, "latent_mse": mse}
+        return fidelity
+    if name == "adherence":
+        return _adherence(pipe, prompts)
+    if name == "clip":
+        return _clip(pipe, prompts, clip_weights, clip_arch)
+    if name == "imagereward":
+        return _imagereward(pipe, prompts)
+    raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+def _adherence(pipe: Any, prompts: list[str]):
+    try:
+        from eval.shapes_scorer import adherence, load_classifier
+        clf = load_classifier()
+    except Exception as e:  # missing module or weights file
+        raise ObjectiveUnavailable(
+            f"the adherence objective needs the embedded model's shapes scorer (eval/shapes_scorer.py and its "
+            f"weights): {type(e).__name__}: {e}. Use --objective fidelity, or --model tiny once the zoo model exists"
+        ) from None
+    from dit_cache.zoo.shapes import parse_caption
+
+    try:
+        for p in prompts:
+            parse_caption(p)
+    except Exception as e:
+        raise ObjectiveUnavailable(
+            f"the adherence objective scores shapes captions only (embedded model), but prompt {p!r} is not one "
+            f"({e}); use calib_prompts/shapes_calib.txt or --objective fidelity"
+        ) from None
+
+    def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+        u8 = (decode(pipe, lat).clamp(0, 1) * 255).round().to(torch.uint8)  # (N, 3, H, W)
+        acc = adherence(u8, prompts, clf)["all_correct"]
+        return {"quality": 1.0 - acc, "adherence": acc, "latent_mse": float(latent_mse(lat, ref).mean())}
+
+    return score
+
+
+def _clip(pipe: Any, prompts: list[str], weights: str | None, arch: str):
+    try:
+        import open_clip
+    except ImportError:
+        raise ObjectiveUnavailable("the clip objective needs open_clip: pip install 'dit-cache[eval]'") from None
+    if not weights or not Path(weights).is_file():
+        raise ObjectiveUnavailable(
+            f"the clip objective needs open_clip {arch} weights on disk (nothing is downloaded): pass "
+            f"--clip-weights /path/to/open_clip_model.safetensors (got {weights!r}), or use --objective fidelity"
+        )
+    model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=weights)
+    tok = open_clip.get_tokenizer(arch)
+    model.eval()
+    with torch.inference_mode():
+        text = torch.nn.functional.normalize(model.encode_text(tok(prompts)), dim=-1)  # (N, D)
+    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+    mean = torch.tensor(model.visual.image_mean or (0.48145466, 0.4578275, 0.40821073)).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.image_std or (0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
+
+    def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+        img = decode(pipe, lat)
+        img = torch.nn.functional.interpolate(img, size=(size, size), mode="bicubic", align_corners=False)
+        with torch.inference_mode():
+            im = torch.nn.functional.normalize(model.encode_image((img - mean) / std), dim=-1)
+        cos = float((im * text).sum(-1).mean())
+        return {"quality": 1.0 - cos, "clip_score": 100 * cos, "latent_mse": float(latent_mse(lat, ref).mean())}
+
+    return score
+
+
+def _imagereward(pipe: Any, prompts: list[str]):
+    try:
+        import ImageReward as RM
+    except ImportError:
+        raise ObjectiveUnavailable(
+            "the imagereward objective needs the `image-reward` package and its weights (pip install image-reward; "
+            "the weights must already be in its cache, nothing is downloaded here); use --objective fidelity"
+        ) from None
+    try:
+        model = RM.load("ImageReward-v1.0")
+    except Exception as e:  # missing weights offline
+        raise ObjectiveUnavailable(f"ImageReward weights are not available offline ({type(e).__name__}: {e})") from None
+    from PIL import Image
+
+    def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+        imgs = (decode(pipe, lat).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        vals = [float(model.score(p, Image.fromarray(im))) for p, im in zip(prompts, imgs)]
+        r = sum(vals) / len(vals)
+        return {"quality": -r, "imagereward": r, "latent_mse": float(latent_mse(lat, ref).mean())}
+
+    return score

@@ -1,0 +1,173 @@
+"""Exact prefix sharing: candidates that agree on steps 0..k resume from the stored state after step k.
+
+A state after step k of a schedule S depends only on S[0..k] when every computed component output is
+kept (the last computed output of each cell), so `KeepAllBackend` stores every output instead of
+only those the next step reuses. The values a reused cell returns are the same tensors the plain
+`StaticScheduleBackend` returns, hence results are bit-identical to naive evaluation (tested).
+
+States live in an LRU `StateCache` under a memory budget that counts each tensor storage once
+(states share most cached tensors with their parent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils._pytree import tree_leaves
+
+from dit_cache.adapters import Site
+from dit_cache.backends import StepContext
+from dit_cache.schedule import Schedule
+
+from .loop import LoopState
+
+
+class KeepAllBackend:
+    """Static-schedule backend whose plan can be swapped between candidates; keeps every computed output."""
+
+    def __init__(self, steps: int) -> None:
+        self.num_steps = steps
+        self.compute: list = []  # compute[step][block][component]
+        self.caches: dict[int, dict[tuple[int, int], Any]] = {}
+
+    def set_schedule(self, schedule: Schedule) -> None:
+        """Follow `schedule` from now on (its first steps must match the state it resumes from)."""
+        if schedule.steps != self.num_steps:
+            raise ValueError(f"schedule has {schedule.steps} steps, the search runs {self.num_steps}")
+        self.compute = schedule.compute.tolist()
+
+    def begin_generation(self, ctx: StepContext) -> None:
+        """Drop caches at a new generation."""
+        self.caches = {}
+
+    def should_compute(self, site: Site, ctx: StepContext) -> bool:
+        """The schedule's cell."""
+        return self.compute[ctx.step][site.block][site.component]
+
+    def store(self, site: Site, ctx: StepContext, output: Any) -> None:
+        """Keep every computed output (later steps of *some* candidate may reuse it)."""
+        self.caches.setdefault(ctx.branch, {})[site.block, site.component] = output
+
+    def reuse(self, site: Site, ctx: StepContext) -> Any:
+        """The output of the last computed step."""
+        try:
+            return self.caches[ctx.branch][site.block, site.component]
+        except KeyError:
+            raise RuntimeError(f"no cached output for block {site.block_id} {site.name} at step {ctx.step}") from None
+
+    def cache_bytes(self) -> int:
+        """Bytes of cached outputs."""
+        return sum(t.numel() * t.element_size() for c in self.caches.values() for t in tree_leaves(list(c.values())))
+
+    def reset(self) -> None:
+        """Drop caches."""
+        self.caches = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Shallow copy (cached tensors are never modified in place)."""
+        return {b: dict(c) for b, c in self.caches.items()}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Continue from a snapshot."""
+        self.caches = {b: dict(c) for b, c in snap.items()}
+
+
+def prefix_keys(schedule: Schedule | np.ndarray) -> list[str]:
+    """keys[k] identifies schedule rows 0..k (chained hash): equal keys = equal prefixes."""
+    compute = schedule.compute if isinstance(schedule, Schedule) else np.asarray(schedule)
+    mixed = compute.dtype != bool  # int8: 0 reuse, 1 compute, 2 forecast
+    keys, h = [], hashlib.sha256(repr(compute.shape).encode())
+    for row in compute:
+        h.update(row.astype(np.int8).tobytes() if mixed else np.packbits(row).tobytes())
+        keys.append(h.copy().hexdigest()[:24])
+    return keys
+
+
+def _tensors(state: LoopState) -> list[torch.Tensor]:
+    leaves = [state.latents, *tree_leaves(getattr(state.scheduler, "model_outputs", []))]
+    if state.cache is not None:
+        leaves += tree_leaves(state.cache["backend"])
+    return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+
+class StateCache:
+    """LRU map (batch, prefix key) -> LoopState, bounded by `budget_bytes` of distinct tensor storage.
+
+    Pinned keys (the prefixes of the current population, i.e. of the next parents) are evicted only
+    after every unpinned state is gone.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = int(budget_bytes)
+        self.pinned: set[tuple[int, str]] = set()
+        self.states: OrderedDict[tuple[int, str], tuple[LoopState, list[int]]] = OrderedDict()
+        self._refs: dict[int, list[int]] = {}  # storage ptr -> [bytes, refcount]
+        self.bytes = 0
+        self.hits = self.misses = self.evictions = 0
+
+    def _add(self, ptrs: list[int], sizes: list[int]) -> None:
+        for p, n in zip(ptrs, sizes):
+            ref = self._refs.get(p)
+            if ref is None:
+                self._refs[p] = [n, 1]
+                self.bytes += n
+            else:
+                ref[1] += 1
+
+    def _drop(self, ptrs: list[int]) -> None:
+        for p in ptrs:
+            ref = self._refs[p]
+            ref[1] -= 1
+            if ref[1] == 0:
+                self.bytes -= ref[0]
+                del self._refs[p]
+
+    def put(self, key: tuple[int, str], state: LoopState) -> None:
+        """Store a state (most recently used); evict least recently used ones over the budget."""
+        if key in self.states or self.budget <= 0:
+            return
+        uniq = {}
+        for t in _tensors(state):
+            s = t.untyped_storage()
+            uniq[s.data_ptr()] = s.nbytes()
+        ptrs = list(uniq)
+        self._add(ptrs, list(uniq.values()))
+        self.states[key] = (state, ptrs)
+        while self.bytes > self.budget and len(self.states) > 1:
+            victim = next((k for k in self.states if k not in self.pinned and k != key), None)
+            if victim is None:
+                victim = next(iter(self.states))
+            _, old = self.states.pop(victim)
+            self._drop(old)
+            self.evictions += 1
+
+    def pin(self, keys: set[tuple[int, str]]) -> None:
+        """Protect these states from eviction while unpinned ones remain (replaces earlier pins)."""
+        self.pinned = set(keys)
+
+    def get(self, key: tuple[int, str]) -> LoopState | None:
+        """The state for `key` (marked most recently used) or None."""
+        item = self.states.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self.states.move_to_end(key)
+        return item[0]
+
+    def longest(self, batch: int, keys: list[str], upto: int) -> LoopState | None:
+        """The stored state with the longest prefix keys[:k+1], k < upto (None if none)."""
+        for k in range(upto - 1, -1, -1):
+            if (batch, keys[k]) in self.states:
+                return self.get((batch, keys[k]))
+        return None
+
+    def clear(self) -> None:
+        """Forget every state."""
+        self.states.clear()
+        self._refs.clear()
+        self.bytes = 0

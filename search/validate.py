@@ -1,0 +1,212 @@
+"""Validate a learned front on held-out prompts against FORA and the dynamic backends.
+
+    python -m search.validate --run runs/shapes --model tiny --num-prompts 64
+
+Every variant (uncached, FORA N=2,3,4, each dynamic backend with its default settings, every front
+schedule) generates the same held-out prompts with the same seeds through the real pipeline under
+`dit_cache.accelerate`. Reported per variant: MACs speedup (exact, from the runtime's counters),
+latent MSE and PSNR against the uncached output, and shapes adherence when the prompts are shapes
+captions. A front *dominates a baseline at matched MACs* when one front schedule has at least the
+baseline's speedup and is no worse on every quality metric (strictly better on one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import dit_cache as dc
+
+from .loop import GUIDANCE_SCALE, pipeline_size
+from .objectives import decode, latent_mse
+from .workers import load_model
+
+DYNAMIC = {
+    "teacache": lambda: dc.TeaCacheConfig(),
+    "first-block": lambda: dc.FirstBlockCacheConfig(),
+    "taylorseer": lambda: dc.TaylorSeerConfig(),
+    "delta-dit": lambda: dc.DeltaDiTConfig(),
+    "cg-taylor": lambda: dc.CGTaylorConfig(),
+}
+
+
+def heldout_prompts(n: int, seed: int = 0) -> list[str]:
+    """Held-out shapes captions (never used by calibration)."""
+    from dit_cache.zoo.shapes import split_prompts
+
+    return [c for _, c in split_prompts("heldout", n, seed=seed, n_objects=None)]
+
+
+def generate(pipe: Any, prompts: list[str], seeds: list[int], steps: int, spec: Any = None,
+             batch: int = 16) -> tuple[torch.Tensor, float]:
+    """(final latents (N, C, h, w), MACs speedup) of `pipe` under `spec` (None = uncached)."""
+    h, w = pipeline_size(pipe)
+    handle = dc.accelerate(pipe, spec) if spec is not None else None
+    try:
+        out = []
+        for i in range(0, len(prompts), batch):
+            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i:i + batch]]
+            out.append(pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=GUIDANCE_SCALE,
+                            generator=gens, output_type="latent", height=h, width=w,
+                            use_resolution_binning=False, clean_caption=False).images)
+        speedup = handle.stats.macs()["speedup"] if handle is not None else 1.0
+    finally:
+        if handle is not None:
+            handle.remove()
+    return torch.cat(out), speedup
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
+    vals = 10 * torch.log10(1.0 / mse)
+    return float("inf") if bool((a == b).all()) else float(vals.mean())
+
+
+def dominates(f: dict[str, Any], b: dict[str, Any], metrics: list[str]) -> bool:
+    """f has at least b's speedup and is no worse on every metric, strictly better on one (or faster)."""
+    if f["macs_speedup"] < b["macs_speedup"] - 1e-9:
+        return False
+    better = [(f[m] >= b[m]) if m != "latent_mse" else (f[m] <= b[m]) for m in metrics]
+    strict = [(f[m] > b[m]) if m != "latent_mse" else (f[m] < b[m]) for m in metrics]
+    return all(better) and (any(strict) or f["macs_speedup"] > b["macs_speedup"] + 1e-9)
+
+
+def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool = True,
+             pipe: Any = None, shapes: bool | None = None) -> dict[str, Any]:
+    """Evaluate the run's front and the baselines; returns rows and verdicts."""
+    files = sorted((run / "front").glob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no front/*.json in {run}: run `dit-cache search --out {run}` first")
+    front = [dc.Schedule.load(f) for f in files]
+    steps = front[0].steps
+    pipe = pipe if pipe is not None else load_model(model)
+    space = dc.space_of(pipe.transformer)
+    if shapes is None:
+        try:
+            from dit_cache.zoo.shapes import parse_caption
+
+            for p in prompts:
+                parse_caption(p)
+            shapes = True
+        except Exception:
+            shapes = False
+    scorer = None
+    if shapes:
+        from eval.shapes_scorer import adherence, load_classifier
+
+        clf = load_classifier()
+
+        def scorer(lat: torch.Tensor) -> float:
+            u8 = (decode(pipe, lat).clamp(0, 1) * 255).round().to(torch.uint8)  # (N, 3, H, W)
+            return adherence(u8, prompts, clf)["all_correct"]
+
+    variants: list[tuple[str, str, Any]] = [("uncached", "baseline", None)]
+    variants += [(f"fora-{n}", "fora", dc.fora(space, steps, n)) for n in (2, 3, 4)]
+    if dynamic:
+        variants += [(name, "dynamic", make) for name, make in DYNAMIC.items()]
+    from .forecast import MixedScheduleConfig
+
+    variants += [(s.name, "front", MixedScheduleConfig(s, order=int(s.metadata.get("forecast_order", 1)))
+                  if s.metadata.get("forecast_cells") else s) for s in front]
+    rows, ref, ref_img = [], None, None
+    with torch.inference_mode():
+        for name, kind, spec in variants:
+            try:
+                cfg = spec() if kind == "dynamic" else spec
+                lat, speedup = generate(pipe, prompts, seeds, steps, cfg)
+            except Exception as e:  # a dynamic backend that needs a profile or does not support this model
+                rows.append({"variant": name, "kind": kind, "skipped": f"{type(e).__name__}: {e}"})
+                continue
+            img = decode(pipe, lat)
+            if ref is None:
+                ref, ref_img = lat, img
+            row = {"variant": name, "kind": kind, "macs_speedup": speedup,
+                   "latent_mse": float(latent_mse(lat, ref).mean()), "psnr_db": _psnr(img, ref_img)}
+            if scorer is not None:
+                row["adherence"] = scorer(lat)
+            rows.append(row)
+    return {"run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
+            "rows": rows, "verdicts": verdicts(rows)}
+
+
+def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Front vs each baseline at matched MACs, and the ≥ 2.5× / adherence-within-3-points check."""
+    ok = [r for r in rows if "skipped" not in r]
+    metrics = ["latent_mse"] + (["adherence"] if all("adherence" in r for r in ok) else [])
+    front = [r for r in ok if r["kind"] == "front"]
+    out: dict[str, Any] = {"metrics": metrics, "dominated": {}}
+    for b in ok:
+        if b["kind"] in ("fora", "dynamic"):
+            winners = [f["variant"] for f in front if dominates(f, b, metrics)]
+            out["dominated"][b["variant"]] = winners
+    base = next((r for r in ok if r["kind"] == "baseline"), None)
+    if base is not None and "adherence" in metrics:
+        fast = [f for f in front if f["macs_speedup"] >= 2.5 and f["adherence"] >= base["adherence"] - 0.03]
+        out["fast_and_adherent"] = [f["variant"] for f in fast]
+    return out
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The validation table."""
+    has_adh = any("adherence" in r for r in result["rows"])
+    head = "| variant | kind | MACs speedup | latent MSE | PSNR (dB) |" + (" adherence |" if has_adh else "")
+    lines = [head, "|" + "---|" * (6 if has_adh else 5)]
+    for r in result["rows"]:
+        if "skipped" in r:
+            lines.append(f"| {r['variant']} | {r['kind']} | skipped: {r['skipped'][:80]} |")
+            continue
+        psnr = "∞" if math.isinf(r["psnr_db"]) else f"{r['psnr_db']:.2f}"
+        line = f"| {r['variant']} | {r['kind']} | {r['macs_speedup']:.2f}× | {r['latent_mse']:.4g} | {psnr} |"
+        if has_adh:
+            line += f" {100 * r['adherence']:.1f} % |"
+        lines.append(line)
+    v = result["verdicts"]
+    lines.append("")
+    for b, winners in v["dominated"].items():
+        lines.append(f"- {b}: " + (f"dominated by {', '.join(winners)}" if winners else "**not dominated**"))
+    if "fast_and_adherent" in v:
+        lines.append(f"- ≥ 2.5× with adherence within 3 points of uncached: {', '.join(v['fast_and_adherent']) or 'none'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: python -m search.validate --run RUN [--model tiny] [--num-prompts 64]."""
+    p = argparse.ArgumentParser(prog="python -m search.validate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="a `dit-cache search` output folder (reads RUN/front/*.json)")
+    p.add_argument("--model", default="tiny", help="the model the run searched (default tiny)")
+    p.add_argument("--prompts", default=None, help="prompts file (default: held-out shapes captions)")
+    p.add_argument("--num-prompts", type=int, default=64, help="number of prompts (default 64)")
+    p.add_argument("--seed", type=int, default=10_000, help="first noise seed (default 10000, unlike the search's)")
+    p.add_argument("--no-dynamic", action="store_true", help="skip the dynamic backends")
+    p.add_argument("--out", default=None, help="folder for validation.json/md (default RUN/validation)")
+    a = p.parse_args(argv)
+    try:
+        if a.prompts:
+            from .nsga import read_prompts
+
+            prompts = read_prompts(a.prompts, a.num_prompts)
+        else:
+            prompts = heldout_prompts(a.num_prompts)
+        seeds = [a.seed + i for i in range(len(prompts))]
+        result = validate(Path(a.run), a.model, prompts, seeds, dynamic=not a.no_dynamic)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"search.validate: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(a.out) if a.out else Path(a.run) / "validation"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "validation.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    md = to_markdown(result)
+    (out / "validation.md").write_text(md + "\n")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

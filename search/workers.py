@@ -1,0 +1,255 @@
+"""Where candidate schedules are evaluated: in this process, in N local processes, or on a Ray cluster.
+
+Every worker loads its own pipeline from the model spec and keeps its own prefix-state cache. The
+sorted candidate list is split into N contiguous chunks (neighbours share prefixes), chunk i goes to
+worker i. Each worker runs torch with `threads` threads (default 1) so results do not depend on the
+number of workers: evaluation is exact, so N workers give bit-identical latents to 1 (tested).
+
+Local processes use ``torch.multiprocessing`` (fork for CPU on Linux, spawn for CUDA); on a multi-GPU
+machine worker i uses ``cuda:i``. ``--backend ray`` needs ``pip install 'dit-cache[ray]'``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .evaluator import DEFAULT_BUDGET, EvalCounts, Evaluator
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Everything a worker needs to build its evaluator (plain data: crosses process boundaries)."""
+
+    model: str
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    steps: int
+    batch_size: int = 16
+    budget_bytes: int = DEFAULT_BUDGET
+    prefix_sharing: bool = True
+    threads: int = 1
+    forecast_order: int | None = None
+    device: str = "cpu"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_model(model: str, device: str = "cpu") -> Any:
+    """'tiny' = the embedded trained model; 'random-tiny[:LAYERS]' = random-weight PixArt; else a folder or hub id."""
+    if model == "tiny":
+        from dit_cache.zoo import load
+
+        try:
+            return load(device=device)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{e}; the embedded model is not built yet: use --model random-tiny to try the "
+                                    "search on a random-weight PixArt") from None
+    if model == "random-tiny" or model.startswith("random-tiny:"):
+        from dit_cache.zoo.tiny_random import build_tiny_pipeline
+
+        layers = int(model.split(":", 1)[1]) if ":" in model else None
+        return build_tiny_pipeline("pixart", num_layers=layers).to(device)
+    from diffusers import DiffusionPipeline
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(model)
+    except Exception as e:  # hub client errors vary offline
+        raise RuntimeError(f"could not load {model!r} ({type(e).__name__}: {e}); pass a local PixArt pipeline "
+                           "folder, 'tiny' or 'random-tiny'") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _build(spec: EvalSpec, pipe: Any = None) -> Evaluator:
+    pipe = pipe if pipe is not None else load_model(spec.model, spec.device)
+    return Evaluator(pipe, list(spec.prompts), list(spec.seeds), spec.steps, batch_size=spec.batch_size,
+                     budget_bytes=spec.budget_bytes, prefix_sharing=spec.prefix_sharing,
+                     forecast_order=spec.forecast_order)
+
+
+def _run(ev: Evaluator, computes: list[np.ndarray], opts: dict[str, Any] | None = None,
+         ) -> tuple[list[np.ndarray], dict[str, int]]:
+    """Evaluate genomes on `ev`: (final latents as arrays, counts spent)."""
+    from dit_cache.schedule import Schedule
+
+    before = EvalCounts(**{k: getattr(ev.counts, k) for k in ("steps_run", "steps_naive", "candidates")})
+    plans = [Schedule(c, ev.space) if c.dtype == bool else c for c in computes]  # int8 = mixed genome
+    lat = ev.evaluate(plans, **(opts or {}))
+    delta = {k: getattr(ev.counts, k) - getattr(before, k) for k in ("steps_run", "steps_naive", "candidates")}
+    return [t.numpy() for t in lat], delta
+
+
+def _chunks(n_items: int, n: int) -> list[range]:
+    k, r = divmod(n_items, n)
+    out, start = [], 0
+    for i in range(n):
+        size = k + (1 if i < r else 0)
+        out.append(range(start, start + size))
+        start += size
+    return [c for c in out if len(c)]
+
+
+class Pool:
+    """Evaluates genomes [steps, blocks, components] to final latents; tracks the work spent."""
+
+    workers = 1
+
+    def __init__(self) -> None:
+        self.counts = EvalCounts()
+
+    def evaluate(self, computes: list[np.ndarray], keep: list[np.ndarray] | None = None,
+                 batches: list[int] | None = None) -> list[torch.Tensor]:
+        """Final latents per genome, in input order; `keep` = genomes whose prefix states to protect,
+        `batches` = only these prompt batches (default all)."""
+        if not computes:
+            return []
+        order = sorted(range(len(computes)), key=lambda i: computes[i].tobytes())
+        chunks = _chunks(len(order), self.workers)
+        results = self._map([[computes[order[j]] for j in c] for c in chunks], {"keep": keep, "batches": batches})
+        out: list[Any] = [None] * len(computes)
+        for c, (lats, delta) in zip(chunks, results):
+            for j, lat in zip(c, lats):
+                out[order[j]] = torch.from_numpy(np.array(lat))
+            self.counts.steps_run += delta["steps_run"]
+            self.counts.steps_naive += delta["steps_naive"]
+            self.counts.candidates += delta["candidates"]
+        return out
+
+    def _map(self, chunks: list[list[np.ndarray]], opts: dict[str, Any],
+             ) -> list[tuple[list[np.ndarray], dict[str, int]]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release workers."""
+
+
+class InProcessPool(Pool):
+    """One evaluator in this process (reuses the caller's pipeline)."""
+
+    def __init__(self, spec: EvalSpec, pipe: Any = None) -> None:
+        super().__init__()
+        self.spec = spec
+        self.ev = _build(spec, pipe)
+        self.counts.blocks_per_step = self.ev.counts.blocks_per_step
+
+    def _map(self, chunks, opts):
+        with _threads(self.spec.threads):
+            return [_run(self.ev, c, opts) for c in chunks]
+
+    def close(self) -> None:
+        self.ev.close()
+
+
+_WORKER: Evaluator | None = None
+
+
+def _init_worker(spec: EvalSpec, counter: Any) -> None:
+    global _WORKER
+    torch.set_num_threads(spec.threads)
+    with counter.get_lock():
+        rank = counter.value
+        counter.value += 1
+    device = spec.device
+    if device == "cuda" and torch.cuda.device_count() > 1:
+        device = f"cuda:{rank % torch.cuda.device_count()}"
+    _WORKER = _build(EvalSpec(**{**spec.__dict__, "device": device}))
+
+
+def _worker_run(computes: list[np.ndarray], opts: dict[str, Any]):
+    assert _WORKER is not None
+    return _run(_WORKER, computes, opts)
+
+
+class ProcessPool(Pool):
+    """N local worker processes (torch.multiprocessing), one pipeline each."""
+
+    def __init__(self, spec: EvalSpec, workers: int, blocks_per_step: int) -> None:
+        super().__init__()
+        from concurrent.futures import ProcessPoolExecutor
+
+        import torch.multiprocessing as mp
+
+        # fork is cheap on Linux CPU (workers run 1 thread, as DataLoader workers do); CUDA needs spawn
+        method = "fork" if spec.device == "cpu" and "fork" in mp.get_all_start_methods() else "spawn"
+        ctx = mp.get_context(method)
+        counter = ctx.Value("i", 0)  # worker rank, for the GPU each one uses
+        self.workers = workers
+        self.exe = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                       initargs=(spec, counter))
+        self.counts.blocks_per_step = blocks_per_step
+
+    def _map(self, chunks, opts):
+        return list(self.exe.map(_worker_run, chunks, [opts] * len(chunks)))
+
+    def close(self) -> None:
+        self.exe.shutdown(wait=True, cancel_futures=True)
+
+
+class RayPool(Pool):
+    """N Ray actors, one pipeline each (a local Ray instance is started when none is running)."""
+
+    def __init__(self, spec: EvalSpec, workers: int, blocks_per_step: int) -> None:
+        super().__init__()
+        try:
+            import ray
+        except ImportError:
+            raise ImportError("--backend ray needs Ray: pip install 'dit-cache[ray]'") from None
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            self.started = True
+
+        @ray.remote(num_cpus=1)
+        class _Actor:
+            def __init__(self, spec: EvalSpec) -> None:
+                torch.set_num_threads(spec.threads)
+                self.ev = _build(spec)
+
+            def run(self, computes, opts):
+                return _run(self.ev, computes, opts)
+
+        self.workers = workers
+        self.actors = [_Actor.remote(spec) for _ in range(workers)]
+        self.counts.blocks_per_step = blocks_per_step
+
+    def _map(self, chunks, opts):
+        return self.ray.get([a.run.remote(c, opts) for a, c in zip(self.actors, chunks)])
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.ray.kill(a)
+        if self.started:
+            self.ray.shutdown()
+
+
+def make_pool(spec: EvalSpec, workers: int = 1, backend: str = "local", pipe: Any = None) -> Pool:
+    """InProcessPool for 1 local worker, ProcessPool for N, RayPool for backend 'ray'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if backend == "local" and workers == 1:
+        return InProcessPool(spec, pipe)
+    import dit_cache as dc
+
+    nb = len(dc.space_of(pipe.transformer).block_ids) if pipe is not None else 0
+    if backend == "ray":
+        return RayPool(spec, workers, nb)
+    return ProcessPool(spec, workers, nb)

@@ -1,0 +1,469 @@
+"""Search: faithful loop, exact prefix sharing, fitness cache, determinism, resume after SIGKILL, workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import dit_cache as dc
+
+pytest.importorskip("deap")
+
+from search.evaluator import Evaluator
+from search.genome import crossover, decode, encode, evolvable, heuristic_seeds, mutate
+from search.nsga import Search, SearchConfig, SearchError, hypervolume, pareto, read_prompts
+from search.objectives import ObjectiveUnavailable, make_objective
+from search.prefix import StateCache
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["a red circle on black", "two blue squares", "a photo of a cat", "a green cross, small"]
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    from search.workers import load_model
+
+    return load_model("random-tiny")
+
+
+@pytest.fixture
+def prompts_file(tmp_path: Path) -> Path:
+    p = tmp_path / "prompts.txt"
+    p.write_text("\n".join(PROMPTS) + "\n")
+    return p
+
+
+def _schedules(space, steps):
+    """Schedules with long shared prefixes, short ones, and none."""
+    a = dc.random_schedule(space, steps, 0.5, seed=1)
+    b = a.compute.copy()
+    b[steps - 2:] = ~b[steps - 2:] & space.applicable | ~space.applicable  # same prefix up to steps-3
+    c = a.compute.copy()
+    c[2] = True
+    return [a, dc.Schedule(b, space), dc.Schedule(c, space), dc.fora(space, steps, 2), dc.fora(space, steps, 3),
+            dc.random_schedule(space, steps, 0.7, seed=2), dc.compute_all(space, steps)]
+
+
+def _pipe_latents(pipe, ev: Evaluator, schedule) -> torch.Tensor:
+    """Naive evaluation through the real pipeline and the runtime's static backend."""
+    outs = []
+    for loop in ev.loops:
+        with dc.accelerate(pipe.transformer, schedule):
+            outs.append(pipe(**loop.call_kwargs()).images)
+    return torch.cat(outs)
+
+
+def test_loop_reproduces_pipeline_bit_for_bit(pipe):
+    from search.loop import PixArtLoop
+
+    loop = PixArtLoop(pipe, PROMPTS[:3], [5, 6, 7], STEPS)
+    ours = loop.run()
+    ref = pipe(**loop.call_kwargs()).images
+    assert ours.shape == ref.shape == (3, 4, 8, 8)
+    assert torch.equal(ours, ref)
+
+
+@pytest.mark.parametrize("budget", [2 << 30, 300_000])  # everything fits / a few states fit (LRU evicts)
+def test_prefix_sharing_is_bit_identical_to_naive(pipe, budget):
+    ev = Evaluator(pipe, PROMPTS[:3], [0, 1, 2], STEPS, batch_size=2, budget_bytes=budget)
+    scheds = _schedules(ev.space, STEPS)
+    try:
+        shared = ev.evaluate(scheds)
+        first = ev.counts.steps_run
+        again = ev.evaluate(scheds[::-1])[::-1]  # second round: states from the first round are reused
+        counts, evictions = ev.counts, ev.cache.evictions
+    finally:
+        ev.close()
+    naive = Evaluator(pipe, PROMPTS[:3], [0, 1, 2], STEPS, batch_size=2, prefix_sharing=False)
+    try:
+        plain = naive.evaluate(scheds)
+        assert naive.counts.steps_run == naive.counts.steps_naive == len(scheds) * STEPS * 2
+    finally:
+        naive.close()
+    for s, x, y, z in zip(scheds, shared, again, plain):
+        ref = _pipe_latents(pipe, naive, s)
+        assert torch.equal(x, ref), s.name
+        assert torch.equal(y, ref), s.name
+        assert torch.equal(z, ref), s.name
+    assert counts.steps_naive == 2 * len(scheds) * STEPS * 2
+    assert counts.steps_run < counts.steps_naive
+    if budget > 1 << 20:  # everything fits: the second round only runs the last step of each candidate
+        assert counts.steps_run - first == len(scheds) * 2 and evictions == 0
+        assert counts.block_evals_naive / counts.block_evals > 1.5
+    else:
+        assert evictions > 0
+
+
+def test_state_cache_lru_and_byte_accounting():
+    from search.loop import LoopState
+
+    def state(n: int) -> LoopState:
+        return LoopState(0, torch.zeros(n), None, [], {"backend": {0: {(0, 0): torch.zeros(n)}}})
+
+    shared = torch.ones(1000)
+    cache = StateCache(budget_bytes=2 * 2 * 4000 + 4000)
+    for i in range(5):
+        s = state(1000)
+        s.cache["backend"][0][(1, 1)] = shared  # counted once across states
+        cache.put((0, f"k{i}"), s)
+    assert cache.evictions == 3 and list(cache.states) == [(0, "k3"), (0, "k4")]
+    assert cache.bytes == 2 * 2 * 4000 + 4000
+    assert cache.get((0, "k0")) is None and cache.get((0, "k4")) is not None
+    cache.clear()
+    assert cache.bytes == 0
+    # pinned states (the parents' prefixes) go only after every unpinned one
+    cache = StateCache(budget_bytes=3 * 2 * 4000)
+    cache.pin({(0, "p0"), (0, "p1")})
+    for k in ("p0", "p1", "x0", "x1", "x2"):
+        cache.put((0, k), state(1000))
+    assert list(cache.states) == [(0, "p0"), (0, "p1"), (0, "x2")]
+
+
+def test_operators_and_codec(pixart_space):
+    import random
+
+    mask = evolvable(pixart_space, 8)
+    assert not mask[0].any() and mask[1:].all()
+    rng = random.Random(0)
+    a = np.ones((8, 4, 3), bool)
+    b = np.zeros((8, 4, 3), bool)
+    b[0] = True
+    c1, c2 = crossover(rng, a, b, 4)
+    assert np.array_equal(c1 | c2, a) and not (c1 & c2)[1:].any()  # whole rows swapped
+    assert all(c1[i].all() or not c1[i].any() for i in range(8))
+    m = mutate(rng, a, mask, 0.5)
+    assert m[0].all() and (~m).any()
+    assert np.array_equal(decode(encode(m), m.shape), m)
+    names = [s.name for s in heuristic_seeds(pixart_space, 8)]
+    assert names[0] == "compute-all" and {"fora-2", "fora-6", "delta-dit-2", "cache-ff-2"} <= set(names)
+
+
+def test_late_bias_moves_variation_to_late_steps(pixart_space):
+    import random
+
+    from search.genome import step_weights
+
+    w = step_weights(10, 4.0)
+    assert w[0] == 0 and np.all(np.diff(w[1:]) > 0) and w[1:].mean() == pytest.approx(1.0)
+    assert np.allclose(step_weights(10, 0.0)[1:], 1.0)
+    mask = evolvable(pixart_space, 10)
+    rng = random.Random(1)
+    flips = sum((~mutate(rng, np.ones((10, 4, 3), bool), mask, 0.05, late_bias=4.0)).sum((1, 2)) for _ in range(200))
+    assert flips[0] == 0 and flips[1:5].sum() < flips[5:].sum() / 5
+    firsts = [min(i for i in range(1, 10) if not np.array_equal(c[i], np.ones((4, 3), bool)))
+              for c in (crossover(rng, np.ones((10, 4, 3), bool), np.zeros((10, 4, 3), bool), 2, 4.0)[0]
+                        for _ in range(200))]
+    assert np.mean(firsts) > 5  # first cut late: children keep long parent prefixes
+
+
+def test_hypervolume_and_pareto():
+    assert hypervolume([(0.5, 0.5)], (1.0, 1.0)) == pytest.approx(0.25)
+    assert hypervolume([(0.5, 0.5), (0.25, 0.75), (0.6, 0.6)], (1.0, 1.0)) == pytest.approx(0.25 + 0.25 * 0.25)
+    assert pareto([(1, 0), (0.5, 0.5), (0.6, 0.6), (0.5, 0.5), (0.2, 1)]) == [0, 1, 4]
+
+
+def _cfg(prompts_file: Path, **kw) -> SearchConfig:
+    base = {"model": "random-tiny", "prompts": str(prompts_file), "population": 8, "generations": 3,
+            "steps": STEPS, "seed": 3, "batch_size": 2}
+    return SearchConfig(**{**base, **kw})
+
+
+def _run(pipe, cfg, out, **kw):
+    s = Search(cfg, out, pipe=pipe)
+    try:
+        return s.run(progress=False, **kw), s
+    finally:
+        s.close()
+
+
+def _front(summary):
+    return [(r["macs_speedup"], r["quality"]) for r in summary["front"]], [
+        json.loads(Path(summary["_out"], r["file"]).read_text())["compute"] for r in summary["front"]]
+
+
+@pytest.fixture(scope="module")
+def baseline(pipe, tmp_path_factory):
+    """One uninterrupted run (seed 3), shared by several tests."""
+    d = tmp_path_factory.mktemp("base")
+    pf = d / "prompts.txt"
+    pf.write_text("\n".join(PROMPTS) + "\n")
+    summary, s = _run(pipe, _cfg(pf), d / "run")
+    summary["_out"] = str(d / "run")
+    return summary, pf, s
+
+
+def test_outputs_objectives_direction_and_fitness_cache(baseline):
+    summary, _, s = baseline
+    out = Path(summary["_out"])
+    assert (out / "front.png").stat().st_size > 1000
+    hist = json.loads((out / "history.json").read_text())
+    assert [h["generation"] for h in hist["history"]] == [0, 1, 2, 3]
+    assert all(np.isfinite(h["hypervolume"]) for h in hist["history"])
+    assert hist["history"][-1]["hypervolume"] >= hist["history"][0]["hypervolume"]  # elitist: never worse
+    # every front file is a loadable schedule carrying its objectives and MACs
+    fits = []
+    for r in summary["front"]:
+        sch = dc.Schedule.load(out / r["file"])
+        assert sch.metadata["macs"] == s._cost_ev.macs(sch)
+        fits.append((sch.metadata["macs"], sch.metadata["objectives"]["quality_loss"]))
+    # objectives' direction: compute-all has the highest MACs and the best (zero) fidelity loss
+    full = dc.compute_all(s.space, STEPS)
+    assert max(f[0] for f in fits) == s.full_macs == s._cost_ev.macs(full)
+    assert min(f[1] for f in fits) == 0.0
+    for f in s.state.fitness.values():
+        assert f["macs"] <= s.full_macs and f["quality"] >= 0.0
+        if f["macs"] < s.full_macs * 0.9:
+            assert f["quality"] > 0.0
+    fora2 = s.state.fitness[s._ind_key(dc.fora(s.space, STEPS, 2).compute)]
+    assert fora2["macs"] < s.full_macs and fora2["quality"] > 0
+    # fitness cache: no schedule generated twice (compute-all = the reference run, not generated again)
+    assert s.pool.counts.candidates == len(s.state.fitness)
+    assert summary["evaluations"] == len(s.state.fitness)
+    assert hist["history"][-1]["block_evals"] < hist["history"][-1]["block_evals_naive"]
+
+
+def test_fitness_cache_hits_do_not_regenerate(pipe, prompts_file, tmp_path):
+    from search.nsga import _Ind
+
+    s = Search(_cfg(prompts_file), tmp_path / "r", pipe=pipe)
+    try:
+        s.reference = s._references()
+        assert s.pool.counts.candidates == 1  # the uncached reference
+        inds = [_Ind(np.array(sc.compute)) for sc in heuristic_seeds(s.space, STEPS)[:5]]
+        s.evaluate(inds)
+        spent = s.pool.counts.candidates
+        assert spent == 6 and s.state.cache_hits == 0
+        twins = [_Ind(i.genome.copy()) for i in inds]
+        s.evaluate(twins)
+        assert s.pool.counts.candidates == spent and s.state.cache_hits == 5
+        assert [t.fitness.values for t in twins] == [i.fitness.values for i in inds]
+    finally:
+        s.close()
+
+
+def test_determinism_for_a_seed(pipe, baseline, tmp_path):
+    summary, pf, _ = baseline
+    again, _ = _run(pipe, _cfg(pf), tmp_path / "again")
+    again["_out"] = str(tmp_path / "again")
+    assert _front(again) == _front(summary)
+    strip = [{k: v for k, v in h.items() if k != "wall_s"} for h in summary["history"]]
+    assert [{k: v for k, v in h.items() if k != "wall_s"} for h in again["history"]] == strip
+
+
+def test_resume_after_sigkill_equals_uninterrupted(pipe, baseline, tmp_path):
+    summary, pf, _ = baseline
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "search", "--model", "random-tiny", "--prompts", str(pf), "--population", "8",
+           "--generations", "3", "--steps", str(STEPS), "--seed", "3", "--batch-size", "2", "--out", str(out), "--quiet"]
+    env = {**os.environ, "DIT_CACHE_SEARCH_TEST_KILL_AFTER_GEN": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    ckpt = json.loads((out / "checkpoint.json").read_text())
+    assert ckpt["generation"] == 1 and not (out / "history.json").exists()
+    with pytest.raises(SearchError, match="--resume"):
+        _run(pipe, _cfg(pf), out)
+    resumed, _ = _run(pipe, _cfg(pf), out, resume=True)
+    resumed["_out"] = str(out)
+    assert _front(resumed) == _front(summary)
+    assert [h["hypervolume"] for h in resumed["history"]] == [h["hypervolume"] for h in summary["history"]]
+    assert resumed["evaluations"] == summary["evaluations"]
+
+
+def test_two_workers_equal_one(pipe, baseline, tmp_path):
+    summary, pf, _ = baseline
+    two, s = _run(pipe, _cfg(pf, workers=2), tmp_path / "w2")
+    two["_out"] = str(tmp_path / "w2")
+    assert type(s.pool).__name__ == "ProcessPool"
+    assert _front(two) == _front(summary)
+    assert [h["hypervolume"] for h in two["history"]] == [h["hypervolume"] for h in summary["history"]]
+    assert two["evaluations"] == summary["evaluations"]
+
+
+def test_ray_backend_equals_in_process(pipe):
+    pytest.importorskip("ray")
+    from search.workers import EvalSpec, make_pool
+
+    scheds = _schedules(dc.space_of(pipe.transformer), STEPS)
+    spec = EvalSpec("random-tiny", tuple(PROMPTS[:2]), (0, 1), STEPS)
+    local = make_pool(spec, 1, pipe=pipe)
+    try:
+        a = local.evaluate([s.compute for s in scheds])
+    finally:
+        local.close()
+    ray_pool = make_pool(spec, 2, backend="ray", pipe=pipe)
+    try:
+        b = ray_pool.evaluate([s.compute for s in scheds])
+    finally:
+        ray_pool.close()
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+# -- clear errors --------------------------------------------------------------------------------
+def test_prompts_file_missing_or_empty(tmp_path):
+    with pytest.raises(SearchError, match="not found"):
+        read_prompts(tmp_path / "nope.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(SearchError, match="no prompts"):
+        read_prompts(empty)
+
+
+def test_schedule_space_mismatch(pipe, prompts_file, tmp_path, flux_space, pixart_space):
+    s = Search(_cfg(prompts_file), tmp_path / "r", pipe=pipe)
+    try:
+        with pytest.raises(SearchError, match="family 'flux'"):
+            s.check_schedule(dc.fora(flux_space, STEPS, 2))
+        with pytest.raises(SearchError, match="steps"):
+            s.check_schedule(dc.fora(s.space, STEPS + 2, 2))
+        bad = tmp_path / "flux.json"
+        dc.fora(flux_space, STEPS, 2).save(bad)
+        with pytest.raises(SearchError, match=r"does not fit"):
+            Search(_cfg(prompts_file, init=[str(bad)]), tmp_path / "r2", pipe=pipe)
+        with pytest.raises(SearchError, match="not found"):
+            Search(_cfg(prompts_file, init=[str(tmp_path / "nope.json")]), tmp_path / "r3", pipe=pipe)
+        wider = dc.ScheduleSpace("pixart", tuple(str(i) for i in range(6)), pixart_space.components, np.ones((6, 3), bool))
+        with pytest.raises(dc.ScheduleError, match="6 blocks"):
+            s._cost_ev.check(dc.fora(wider, STEPS, 2))
+    finally:
+        s.close()
+    good = tmp_path / "mine.json"  # a matching --init schedule seeds the population (after compute-all)
+    dc.random_schedule(s.space, STEPS, 0.4, seed=9).save(good)
+    s2 = Search(_cfg(prompts_file, init=[str(good)]), tmp_path / "r4", pipe=pipe)
+    s2.close()
+    assert np.array_equal(s2.initial_population()[1].genome, dc.Schedule.load(good).compute)
+
+
+def test_unavailable_objectives_and_bad_settings(pipe, prompts_file):
+    with pytest.raises(ObjectiveUnavailable, match="--clip-weights"):
+        make_objective("clip", pipe, PROMPTS)
+    if not _has("ImageReward"):
+        with pytest.raises(ObjectiveUnavailable, match="image-reward"):
+            make_objective("imagereward", pipe, PROMPTS)
+    with pytest.raises(ObjectiveUnavailable):  # not shapes captions (or no scorer weights yet)
+        make_objective("adherence", pipe, ["a photo of a cat"])
+    with pytest.raises(ValueError, match="unknown objective"):
+        make_objective("fid", pipe, PROMPTS)
+    with pytest.raises(SearchError, match="forecast-order"):
+        _cfg(prompts_file, forecast=True, forecast_order=-1).check()
+    with pytest.raises(SearchError, match="population"):
+        _cfg(prompts_file, population=2).check()
+
+
+def test_cli_registers_search_and_reports_errors(tmp_path, capsys):
+    from dit_cache.cli import main
+
+    rc = main(["search", "--model", "random-tiny", "--prompts", str(tmp_path / "missing.txt"), "--out", str(tmp_path)])
+    assert rc == 2
+    assert "prompts file not found" in capsys.readouterr().err
+
+
+def test_calibration_prompt_sets():
+    general = read_prompts(ROOT / "calib_prompts" / "general_100.txt")
+    assert len(general) == len(set(general)) == 100
+    shapes = read_prompts(ROOT / "calib_prompts" / "shapes_calib.txt")
+    from dit_cache.zoo.shapes import caption_split, parse_caption
+
+    assert len(shapes) == len(set(shapes)) >= 32
+    assert all(caption_split(p) in ("train", "val") for p in shapes)  # never held-out prompts
+    for p in shapes:
+        parse_caption(p)
+
+
+def _has(mod: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def test_validate_front_against_baselines(pipe, baseline):
+    from search.validate import dominates, to_markdown, validate
+
+    summary, _, search = baseline
+    res = validate(Path(summary["_out"]), "random-tiny", PROMPTS[:2], [100, 101], dynamic=False, pipe=pipe,
+                   shapes=False)
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert rows["uncached"]["latent_mse"] == 0.0 and rows["uncached"]["macs_speedup"] == 1.0
+    fora2 = search._cost_ev.macs(dc.fora(search.space, STEPS, 2))
+    assert rows["fora-2"]["macs_speedup"] == pytest.approx(search.full_macs / fora2, rel=1e-9)
+    assert rows["fora-2"]["latent_mse"] > 0
+    front_rows = [r for r in res["rows"] if r["kind"] == "front"]
+    assert len(front_rows) == len(summary["front"])
+    for r, f in zip(front_rows, summary["front"]):  # the runtime's MAC counters agree with the search's
+        assert r["macs_speedup"] == pytest.approx(f["macs_speedup"], rel=1e-9)
+    assert set(res["verdicts"]["dominated"]) == {"fora-2", "fora-3", "fora-4"}
+    assert "| fora-3 | fora |" in to_markdown(res)
+    a = {"macs_speedup": 2.0, "latent_mse": 0.1, "adherence": 0.9}
+    assert dominates(a, {"macs_speedup": 2.0, "latent_mse": 0.2, "adherence": 0.9}, ["latent_mse", "adherence"])
+    assert not dominates(a, {"macs_speedup": 2.1, "latent_mse": 0.2, "adherence": 0.95}, ["latent_mse"])
+    assert not dominates(a, dict(a), ["latent_mse", "adherence"])
+
+
+def test_multi_fidelity_skips_dominated_children_and_keeps_the_front_exact(pipe, baseline, tmp_path):
+    _, pf, _ = baseline
+    mf, s = _run(pipe, _cfg(pf, multi_fidelity=True, generations=4, population=12), tmp_path / "mf")
+    fit = s.state.fitness
+    partial = [f for f in fit.values() if f.get("partial")]
+    full = [f for f in fit.values() if not f.get("partial")]
+    assert partial, "some children should stop after the first prompt batch"
+    for f in partial:  # the documented rule
+        assert any(g["macs"] <= f["macs"] and 1.1 * g["quality_sub"] < f["quality_sub"] for g in full)
+    keys = {r["file"]: json.loads((tmp_path / "mf" / r["file"]).read_text())["metadata"]["search"]["key"]
+            for r in mf["front"]}
+    assert all(not fit[k].get("partial") for k in keys.values())  # the written front is fully evaluated
+    assert mf["history"][-1]["partial"] == len(partial)
+    with pytest.raises(SearchError, match="more prompts"):
+        Search(_cfg(pf, multi_fidelity=True, batch_size=8), tmp_path / "x", pipe=pipe)
+
+
+def test_forecast_cells_prefix_sharing_exact_and_order0_equals_reuse(pipe):
+    import random
+
+    from search.forecast import MixedScheduleConfig
+    from search.genome import as_mixed, random_genome
+
+    space = dc.space_of(pipe.transformer)
+    mask = evolvable(space, STEPS)
+    rng = random.Random(4)
+    genomes = [random_genome(rng, mask, mixed=True) for _ in range(3)]
+    g = genomes[0].copy()
+    g[STEPS - 1][g[STEPS - 1] == 2] = 0  # same prefix as genomes[0], last step reuses instead
+    genomes += [g, as_mixed(dc.fora(space, STEPS, 2).compute, forecast=True)]
+    assert all((x == 2).any() for x in genomes)
+    ev = Evaluator(pipe, PROMPTS[:2], [0, 1], STEPS, forecast_order=1)
+    try:
+        shared = ev.evaluate(genomes)
+        assert ev.counts.steps_run < ev.counts.steps_naive
+    finally:
+        ev.close()
+    sched = lambda x: dc.Schedule(x == 1, space)  # noqa: E731
+    for x, lat in zip(genomes, shared):  # naive: the real pipeline under the mixed backend
+        with dc.accelerate(pipe, MixedScheduleConfig(sched(x), x, order=1)):
+            ref = pipe(**ev.loops[0].call_kwargs()).images
+        assert torch.equal(lat, ref)
+        with dc.accelerate(pipe, sched(x)):  # plain reuse in the forecast cells gives another result
+            assert not torch.equal(pipe(**ev.loops[0].call_kwargs()).images, lat)
+        with dc.accelerate(pipe, MixedScheduleConfig(sched(x), x, order=0)):  # order 0 forecast == reuse
+            zero = pipe(**ev.loops[0].call_kwargs()).images
+        with dc.accelerate(pipe, sched(x)):
+            assert torch.equal(zero, pipe(**ev.loops[0].call_kwargs()).images)
+    assert np.array_equal(decode(encode(genomes[0]), genomes[0].shape), genomes[0])
+
+
+def test_forecast_search_writes_mixed_front(pipe, prompts_file, tmp_path):
+    from search.forecast import MixedScheduleConfig
+
+    summary, s = _run(pipe, _cfg(prompts_file, forecast=True, generations=2), tmp_path / "fc")
+    assert any(f["genome"].startswith("m:") for f in s.state.fitness.values())
+    mixed = [r for r in summary["front"] if "forecast_cells" in json.loads((tmp_path / "fc" / r["file"]).read_text())["metadata"]]
+    assert mixed, "forecast search writes forecast cells into front metadata"
+    cfg = MixedScheduleConfig.load(tmp_path / "fc" / mixed[-1]["file"])
+    assert (cfg.genome == 2).any() or (cfg.genome == 1).all()
