@@ -1,0 +1,590 @@
+"""Train the embedded default model `tiny-pixart-shapes` (a tiny PixArt-alpha pipeline) on procedural shapes.
+
+Stages (default `all` = vae -> dit -> export; each resumable with --resume):
+  python -m dit_cache.zoo.train --out runs/tiny-pixart-shapes --export-dir dit_cache/zoo/tiny-pixart-shapes
+  python -m dit_cache.zoo.train vae|dit|export --out runs/tiny-pixart-shapes ...
+  python -m dit_cache.zoo.train scorer                      # trains eval/weights/shapes_scorer.safetensors
+  python -m dit_cache.zoo.train evaluate --model dit_cache/zoo/tiny-pixart-shapes --num-prompts 256
+  python -m dit_cache.zoo.train grid --model dit_cache/zoo/tiny-pixart-shapes
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    DPMSolverMultistepScheduler,
+    PixArtAlphaPipeline,
+    PixArtTransformer2DModel,
+)
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from dit_cache.zoo import shapes as S
+
+PID_FILE = Path("/tmp/dit_train.pid")
+RES = 32  # image side (pixels)
+LATENT = 16  # latent side; 64 image tokens at patch 2
+TEXT_LEN = 32  # training token length (>= longest caption + </s>); inference pads to 120 with a mask
+P_UNCOND = 0.1  # caption dropout for classifier-free guidance
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+# --------------------------------------------------------------------------- components
+def build_tokenizer():
+    """Word-level fast tokenizer over the shapes vocabulary (`</s>` appended, pad id 0, eos id 1)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in S.vocabulary():
+        vocab[w] = len(vocab)
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512, padding_side="right")
+
+
+def build_text_encoder(vocab_size: int, seed: int = 0):
+    """Tiny T5 encoder (2 layers, d_model 128), trained jointly with the transformer."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    cfg = T5Config(vocab_size=vocab_size, d_model=128, d_kv=32, d_ff=256, num_layers=2, num_heads=4,
+                   relative_attention_num_buckets=16, relative_attention_max_distance=64, dropout_rate=0.0,
+                   feed_forward_proj="gated-gelu", pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+                   is_encoder_decoder=False, use_cache=False, tie_word_embeddings=False)
+    return T5EncoderModel(cfg)
+
+
+def build_vae(seed: int = 0) -> AutoencoderKL:
+    """Small KL autoencoder: (3, 32, 32) images <-> (4, 16, 16) latents."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32),
+                         layers_per_block=1, latent_channels=4, norm_num_groups=8, sample_size=RES)
+
+
+def build_transformer(seed: int = 0, hidden: int = 128, layers: int = 12, heads: int = 4) -> PixArtTransformer2DModel:
+    """PixArt-alpha transformer: 12 blocks, hidden 128, 16x16 latent at patch 2 = 64 tokens; zero-init output."""
+    torch.manual_seed(seed)
+    m = PixArtTransformer2DModel(
+        num_attention_heads=heads, attention_head_dim=hidden // heads, in_channels=4, out_channels=4,
+        num_layers=layers, cross_attention_dim=hidden, caption_channels=128, sample_size=LATENT, patch_size=2,
+        norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=True,
+        activation_fn="gelu-approximate", num_embeds_ada_norm=NUM_TRAIN_TIMESTEPS, use_additional_conditions=False)
+    torch.nn.init.zeros_(m.proj_out.weight)
+    torch.nn.init.zeros_(m.proj_out.bias)
+    return m
+
+
+def build_scheduler() -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ (2M) over the linear-beta DDPM schedule, v-prediction."""
+    return DPMSolverMultistepScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=1e-4, beta_end=0.02,
+                                       beta_schedule="linear", prediction_type="v_prediction",
+                                       algorithm_type="dpmsolver++", solver_order=2)
+
+
+def make_pipeline(tokenizer, text_encoder, vae, transformer) -> PixArtAlphaPipeline:
+    """Assemble a PixArtAlphaPipeline from components (progress bar off)."""
+    pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                               scheduler=build_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@torch.no_grad()
+def generate(pipe: PixArtAlphaPipeline, prompts: list[str], seed: int = 0, steps: int = 20, guidance: float = 4.5,
+             batch: int = 64) -> torch.Tensor:
+    """Generate uint8 images (N, 3, 32, 32) for prompts (CFG on, deterministic per seed)."""
+    out = []
+    for i in range(0, len(prompts), batch):
+        g = torch.Generator().manual_seed(seed + i)
+        img = pipe(prompts[i: i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=g,
+                   output_type="pt", use_resolution_binning=False, clean_caption=False).images  # (B, 3, H, W)
+        out.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------- helpers
+def _pid_file(on: bool) -> None:
+    if on:
+        PID_FILE.write_text(str(os.getpid()))
+    elif PID_FILE.exists() and PID_FILE.read_text().strip() == str(os.getpid()):
+        PID_FILE.unlink()
+
+
+class _Stop:
+    """Turn SIGTERM/SIGINT into a flag so the loop can checkpoint and exit cleanly (SIGSTOP/SIGCONT are harmless)."""
+
+    def __init__(self):
+        self.flag = False
+        signal.signal(signal.SIGTERM, self._set)
+        signal.signal(signal.SIGINT, self._set)
+
+    def _set(self, *_):
+        self.flag = True
+
+
+def _lr(step: int, base: float, warmup: int, total: int, floor: float = 0.1, tail: float = 0.2) -> float:
+    """Linear warm-up, constant, then cosine decay to `floor * base` over the last `tail` of the steps.
+
+    Mostly-constant LR + EMA keeps the EMA model good even if a time budget stops the run early.
+    """
+    if step < warmup:
+        return base * (step + 1) / warmup
+    start = total * (1 - tail)
+    p = min(1.0, max(0.0, (step - start) / max(1.0, total - start)))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1 - decay)
+
+
+def _save_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def _save_st(path: Path, sd: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().clone().contiguous() for k, v in sd.items()}, str(tmp))
+    tmp.replace(path)
+
+
+def _render_tensor(scenes: list[S.Scene], rng: np.random.Generator | None) -> torch.Tensor:
+    """Scenes -> float (N, 3, 32, 32) in [-1, 1]."""
+    x = torch.from_numpy(S.render_batch(scenes, RES, jitter=rng)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1
+
+
+# --------------------------------------------------------------------------- stage 1: VAE
+def train_vae(out: Path, steps: int, seed: int, resume: bool, batch: int = 32, lr: float = 1e-3) -> AutoencoderKL:
+    """Train the KL autoencoder (L1 + MSE + small KL) on freshly rendered training scenes."""
+    d = out / "vae_ckpt"
+    d.mkdir(parents=True, exist_ok=True)
+    vae = build_vae(seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
+    state = {"step": 0, "log": []}
+    if resume and (d / "state.json").exists():
+        state = json.loads((d / "state.json").read_text())
+        vae.load_state_dict(load_file(str(d / "vae.safetensors")))
+        opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
+    stop, t0 = _Stop(), time.time()
+    _pid_file(True)
+    bar = tqdm(range(state["step"], steps), desc="vae", initial=state["step"], total=steps)
+    for step in bar:
+        rng = np.random.default_rng([seed, 1, step])
+        x = _render_tensor([S.sample_split_scene(rng, "train") for _ in range(batch)], rng)  # (B, 3, 32, 32)
+        for gp in opt.param_groups:
+            gp["lr"] = _lr(step, lr, 100, steps)
+        with torch.autocast("cpu", torch.bfloat16):
+            post = vae.encode(x).latent_dist
+            z = post.sample(generator=torch.Generator().manual_seed(seed * 7919 + step))
+            rec = vae.decode(z).sample.float()
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-3 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", kl=f"{kl.item():.3f}")
+            state["log"].append({"step": step, "loss": round(loss.item(), 5), "kl": round(kl.item(), 4)})
+        done = step + 1 == steps
+        if (step + 1) % 250 == 0 or done or stop.flag:
+            state["step"] = step + 1
+            state["wall_s"] = state.get("wall_s", 0) + time.time() - t0
+            t0 = time.time()
+            _save_st(d / "vae.safetensors", vae.state_dict())
+            torch.save(opt.state_dict(), d / "opt.pt")
+            _save_json(d / "state.json", state)
+            if stop.flag:
+                _pid_file(False)
+                raise SystemExit("vae: interrupted, checkpoint saved")
+    _pid_file(False)
+    vae.eval()
+    # latent scaling factor: 1 / std of posterior means over training scenes
+    rng = np.random.default_rng([seed, 2])
+    with torch.no_grad():
+        z = vae.encode(_render_tensor([S.sample_split_scene(rng, "train") for _ in range(1024)], rng)).latent_dist.mean
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    vae.save_pretrained(out / "vae")
+    state["scaling_factor"] = float(1.0 / z.std())
+    state["latent_mean"] = float(z.mean())
+    _save_json(d / "state.json", state)
+    return vae
+
+
+def train_decoder(out: Path, steps: int, seed: int, resume: bool, batch: int = 32, lr: float = 5e-4) -> None:
+    """Fine-tune only the VAE decoder (encoder frozen, so the latent space the transformer learned is unchanged)."""
+    d = out / "dec_ckpt"
+    d.mkdir(parents=True, exist_ok=True)
+    vae = AutoencoderKL.from_pretrained(out / "vae")
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    state = {"step": 0, "log": []}
+    if resume and (d / "state.json").exists():
+        state = json.loads((d / "state.json").read_text())
+        vae.load_state_dict(load_file(str(d / "vae.safetensors")))
+        opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
+    stop, t0 = _Stop(), time.time()
+    _pid_file(True)
+    bar = tqdm(range(state["step"], steps), desc="decoder", initial=state["step"], total=steps)
+    for step in bar:
+        rng = np.random.default_rng([seed, 5, step])
+        x = _render_tensor([S.sample_split_scene(rng, "train") for _ in range(batch)], rng)  # (B, 3, 32, 32)
+        for gp in opt.param_groups:
+            gp["lr"] = _lr(step, lr, 50, steps)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean  # (B, 4, 16, 16)
+        with torch.autocast("cpu", torch.bfloat16):
+            rec = vae.decode(z).sample.float()
+        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            state["log"].append({"step": step, "loss": round(loss.item(), 5)})
+        if (step + 1) % 250 == 0 or step + 1 == steps or stop.flag:
+            state["step"], state["wall_s"] = step + 1, state.get("wall_s", 0) + time.time() - t0
+            t0 = time.time()
+            _save_st(d / "vae.safetensors", vae.state_dict())
+            torch.save(opt.state_dict(), d / "opt.pt")
+            _save_json(d / "state.json", state)
+            if stop.flag:
+                break
+    _pid_file(False)
+    if state["step"] == steps:
+        vae.save_pretrained(out / "vae_finetuned")
+
+
+# --------------------------------------------------------------------------- stage 2: transformer (+ text encoder)
+def _latent_pool(out: Path, vae: AutoencoderKL, n: int, seed: int) -> tuple[torch.Tensor, list[S.Scene]]:
+    """Deterministic pool of training scenes and their scaled VAE latent means (N, 4, 16, 16), cached on disk."""
+    rng = np.random.default_rng([seed, 3])
+    scenes = [S.sample_split_scene(rng, "train") for _ in range(n)]
+    f = out / f"latent_pool_{n}_{seed}.safetensors"
+    if f.exists():
+        return load_file(str(f))["z"], scenes
+    zs = []
+    with torch.no_grad():
+        for i in tqdm(range(0, n, 512), desc="encode pool"):
+            x = _render_tensor(scenes[i: i + 512], rng)
+            zs.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+    z = torch.cat(zs)
+    _save_st(f, {"z": z})
+    return z, scenes
+
+
+def _pool_masks(scenes: list[S.Scene], seed: int, size: int = LATENT) -> torch.Tensor:
+    """Foreground masks (N, 1, size, size) of the pool scenes, replaying `_latent_pool`'s jitter draws exactly."""
+    rng = np.random.default_rng([seed, 3])
+    for _ in range(len(scenes)):  # replay the scene draws (rejection sampling consumes the same numbers)
+        S.sample_split_scene(rng, "train")
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    x, y = (x + 0.5) / size, (y + 0.5) / size
+    masks = np.zeros((len(scenes), 1, size, size), np.float32)
+    for i, sc in enumerate(scenes):
+        for o in sc.objects:
+            cx, cy = S.position_center(o.position)
+            cx, cy = cx + rng.uniform(-0.03, 0.03), cy + rng.uniform(-0.03, 0.03)
+            r = S.SIZES[o.size] + 1.0 / size  # dilate by one latent pixel
+            masks[i, 0] = np.maximum(masks[i, 0], S._mask("square", x, y, cx, cy, r / 0.88))
+    return torch.from_numpy(masks)
+
+
+def _track(tok, te, vae, dit, prompts: list[str], seed: int) -> dict:
+    """Adherence (and its components) of EMA weights on a fixed prompt set, bf16, 20 steps, CFG 4.5."""
+    from eval.shapes_scorer import WEIGHTS, adherence  # lazy: eval depends on dit_cache, not the reverse
+
+    if not WEIGHTS.exists():
+        return {"skipped": "no scorer weights (run the `scorer` stage first)"}
+    pipe = make_pipeline(tok, te, vae, dit)
+    with torch.autocast("cpu", torch.bfloat16):
+        imgs = generate(pipe, prompts, seed=seed)
+    return {k: round(v, 4) for k, v in adherence(imgs, prompts).items()}
+
+
+def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, lr: float = 1e-3, warmup: int = 200,
+              ema_decay: float = 0.999, min_snr: float = 5.0, pool: int = 40000, eval_every: int = 500,
+              max_minutes: float = 0.0, hidden: int = 128, fg_weight: float = 0.0, fg_from: int = 0) -> None:
+    """Train the PixArt transformer and the T5 encoder jointly: v-prediction, min-SNR weighting, EMA, CFG dropout.
+
+    `fg_weight` > 0 multiplies the loss on object pixels by (1 + fg_weight) from step `fg_from` on: objects cover only
+    ~3-10 % of the image, so without it the loss (and learning) is dominated by the background.
+    """
+    d = out / "dit_ckpt"
+    d.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer()
+    vae = AutoencoderKL.from_pretrained(out / "vae").eval().requires_grad_(False)
+    te, dit = build_text_encoder(len(tok), seed), build_transformer(seed, hidden=hidden)
+    te_ema, dit_ema = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
+    params = list(dit.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    state = {"step": 0, "log": [], "adherence": [], "wall_s": 0.0}
+    if resume and (d / "state.json").exists():
+        state = json.loads((d / "state.json").read_text())
+        state.setdefault("resumed_at", []).append({"step": state["step"], "why": state.pop("stopped_early", None),
+                                                   "fg_weight": fg_weight, "fg_from": fg_from})
+        for name, m in (("dit", dit), ("te", te), ("dit_ema", dit_ema), ("te_ema", te_ema)):
+            m.load_state_dict(load_file(str(d / f"{name}.safetensors")))
+        opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
+    z_pool, scenes = _latent_pool(out, vae, pool, seed)
+    fg_pool = _pool_masks(scenes, seed) if fg_weight > 0 else None  # (N, 1, 16, 16)
+    ab = build_scheduler().alphas_cumprod  # (1000,)
+    val_prompts = [c for _, c in S.split_prompts("val", 64, seed=seed + 11, n_objects=1)]
+    stop, t0 = _Stop(), time.time()
+    wall0 = state["wall_s"]
+    _pid_file(True)
+
+    def checkpoint(step: int) -> None:
+        state["step"], state["wall_s"] = step, round(wall0 + time.time() - t0, 1)
+        for name, m in (("dit", dit), ("te", te), ("dit_ema", dit_ema), ("te_ema", te_ema)):
+            _save_st(d / f"{name}.safetensors", m.state_dict())
+        torch.save(opt.state_dict(), d / "opt.pt")
+        _save_json(d / "state.json", state)
+
+    bar = tqdm(range(state["step"], steps), desc="dit", initial=state["step"], total=steps)
+    ema_loss = None
+    for step in bar:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        rng = np.random.default_rng([seed, 4, step])
+        idx = torch.randint(0, len(z_pool), (batch,), generator=g)
+        x0 = z_pool[idx]  # (B, 4, 16, 16)
+        caps = ["" if rng.random() < P_UNCOND else S.caption(scenes[i], int(rng.integers(S.NUM_TEMPLATES)))
+                for i in idx.tolist()]
+        ti = tok(caps, padding="max_length", max_length=TEXT_LEN, truncation=True, return_tensors="pt")
+        t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (batch,), generator=g)
+        a = ab[t].sqrt().view(-1, 1, 1, 1)
+        s = (1 - ab[t]).sqrt().view(-1, 1, 1, 1)
+        eps = torch.randn(x0.shape, generator=g)
+        xt, v = a * x0 + s * eps, a * eps - s * x0
+        snr = ab[t] / (1 - ab[t])
+        w = (snr.clamp(max=min_snr) / (snr + 1)).view(-1, 1, 1, 1)  # min-SNR-gamma for v-prediction
+        # progress = steps done, or wall time used if a --max-minutes budget runs out first (LR tail still happens)
+        elapsed = wall0 + time.time() - t0
+        eff = step if max_minutes <= 0 else max(step, int(steps * elapsed / (60 * max_minutes)))
+        for gp in opt.param_groups:
+            gp["lr"] = _lr(eff, lr, warmup, steps)
+        with torch.autocast("cpu", torch.bfloat16):
+            emb = te(ti.input_ids, attention_mask=ti.attention_mask).last_hidden_state  # (B, L, 128)
+            pred = dit(xt, encoder_hidden_states=emb, encoder_attention_mask=ti.attention_mask, timestep=t,
+                       added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample  # (B, 4, 16, 16)
+        if fg_pool is not None and step >= fg_from:
+            w = w * (1 + fg_weight * fg_pool[idx])  # (B, 1, 16, 16)
+        loss = (w * (pred.float() - v) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        _ema_update(dit_ema, dit, decay)
+        _ema_update(te_ema, te, decay)
+        ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{ema_loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.1e}", refresh=False)
+        if step % 25 == 0:
+            state["log"].append({"step": step, "loss": round(ema_loss, 5), "grad_norm": round(float(gn), 3),
+                                 "wall_s": round(wall0 + time.time() - t0, 1)})
+        done = step + 1 == steps
+        over = max_minutes > 0 and (wall0 + time.time() - t0) > 60 * max_minutes
+        if (step + 1) % eval_every == 0 or done or over or stop.flag:
+            adh = _track(tok, te_ema, vae, dit_ema, val_prompts, seed)
+            adh.update(step=step + 1, wall_s=round(wall0 + time.time() - t0, 1))
+            state["adherence"].append(adh)
+            tqdm.write(f"step {step + 1}: val adherence {adh}")
+        if (step + 1) % 250 == 0 or done or stop.flag or over:
+            checkpoint(step + 1)
+            if stop.flag or over:
+                state["stopped_early"] = "time budget" if over else "signal"
+                _save_json(d / "state.json", state)
+                break
+    _pid_file(False)
+
+
+# --------------------------------------------------------------------------- stage 3: export
+def export(out: Path, export_dir: Path, seed: int = 0, command: str = "") -> Path:
+    """Assemble the pipeline from the VAE and the EMA transformer/text encoder; save as fp16 safetensors."""
+    d = out / "dit_ckpt"
+    tok = build_tokenizer()
+    vae_dir = out / "vae_finetuned" if (out / "vae_finetuned").exists() else out / "vae"
+    vae = AutoencoderKL.from_pretrained(vae_dir)
+    state = json.loads((d / "state.json").read_text())
+    hidden = load_file(str(d / "dit_ema.safetensors"))["proj_out.weight"].shape[1]
+    te, dit = build_text_encoder(len(tok), seed), build_transformer(seed, hidden=hidden)
+    te.load_state_dict(load_file(str(d / "te_ema.safetensors")))
+    dit.load_state_dict(load_file(str(d / "dit_ema.safetensors")))
+    pipe = make_pipeline(tok, te, vae, dit).to(dtype=torch.float16)
+    export_dir.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(export_dir, safe_serialization=True)
+    vstate = json.loads((out / "vae_ckpt" / "state.json").read_text())
+    dec = out / "dec_ckpt" / "state.json"
+    dstate = json.loads(dec.read_text()) if dec.exists() and vae_dir.name == "vae_finetuned" else None
+    log = {"command": command, "seed": seed, "vae": {k: v for k, v in vstate.items() if k != "log"},
+           "decoder_finetune": dstate,
+           "vae_loss": vstate["log"][:: max(1, len(vstate["log"]) // 50)],
+           "dit": {k: v for k, v in state.items() if k not in ("log", "adherence")},
+           "dit_loss": state["log"][:: max(1, len(state["log"]) // 100)], "adherence": state["adherence"]}
+    _save_json(export_dir / "training_log.json", log)
+    return export_dir
+
+
+# --------------------------------------------------------------------------- evaluation and figure
+def load_pipeline(model: Path | str, dtype: torch.dtype = torch.float32) -> PixArtAlphaPipeline:
+    """Load a saved pipeline offline (progress bar off)."""
+    pipe = PixArtAlphaPipeline.from_pretrained(str(model), dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def initial_pipeline(model: Path | str, seed: int = 0) -> PixArtAlphaPipeline:
+    """The untrained initial model: trained VAE/tokenizer of `model`, freshly initialised transformer and T5."""
+    pipe = load_pipeline(model)
+    te = build_text_encoder(len(pipe.tokenizer), seed)
+    dit = build_transformer(seed, hidden=pipe.transformer.config.num_attention_heads
+                            * pipe.transformer.config.attention_head_dim, layers=pipe.transformer.config.num_layers,
+                            heads=pipe.transformer.config.num_attention_heads)
+    torch.manual_seed(seed)
+    torch.nn.init.normal_(dit.proj_out.weight, std=0.02)  # zero-init output would give a constant image
+    return make_pipeline(pipe.tokenizer, te, pipe.vae, dit)
+
+
+def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.5,
+             n_real: int = 2048, with_initial: bool = True) -> dict:
+    """Adherence on held-out single-object prompts + shapes-FID vs real held-out renders (trained and initial)."""
+    from eval.shapes_scorer import adherence, load_classifier, shapes_fid
+
+    torch.set_num_threads(2)
+    clf = load_classifier()
+    prompts = [c for _, c in S.split_prompts("heldout", num_prompts, seed=seed, n_objects=1)]
+    rng = np.random.default_rng([seed, 99])
+    real_scenes = [S.sample_split_scene(rng, "heldout", 0.0) for _ in range(n_real)]
+    real = torch.from_numpy(S.render_batch(real_scenes, RES, jitter=rng)).permute(0, 3, 1, 2).contiguous()
+    res = {"num_prompts": len(prompts), "steps": steps, "guidance": guidance, "seed": seed, "n_real": n_real}
+    t0 = time.time()
+    imgs = generate(load_pipeline(model), prompts, seed=seed, steps=steps, guidance=guidance)
+    res["gen_time_s"] = round(time.time() - t0, 1)
+    res["trained"] = {k: round(v, 4) for k, v in adherence(imgs, prompts, clf).items()}
+    res["trained"]["shapes_fid"] = round(shapes_fid(imgs, real, clf), 3)
+    if with_initial:
+        imgs0 = generate(initial_pipeline(model, seed), prompts, seed=seed, steps=steps, guidance=guidance)
+        res["initial"] = {k: round(v, 4) for k, v in adherence(imgs0, prompts, clf).items()}
+        res["initial"]["shapes_fid"] = round(shapes_fid(imgs0, real, clf), 3)
+    # reference: FID between two disjoint real sets of the same size as the generated set
+    rng2 = np.random.default_rng([seed, 98])
+    real2 = S.render_batch([S.sample_split_scene(rng2, "heldout", 0.0) for _ in range(len(prompts))], RES, jitter=rng2)
+    res["real_vs_real_fid"] = round(shapes_fid(torch.from_numpy(real2).permute(0, 3, 1, 2).contiguous(), real, clf), 3)
+    return res
+
+
+def grid(model: Path, path: Path, seed: int = 0, guidance: float = 4.5) -> Path:
+    """Save a 4x4 grid of 16 held-out prompts with captions under the tiles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    prompts = [c for _, c in S.split_prompts("heldout", 16, seed=seed + 5, n_objects=None)]
+    imgs = generate(load_pipeline(model), prompts, seed=seed, guidance=guidance)
+    fig, axes = plt.subplots(4, 4, figsize=(12, 13.5))
+    for ax, im, p in zip(axes.flat, imgs, prompts):
+        ax.imshow(im.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        words, lines, cur = p.split(), [], ""
+        for w in words:  # wrap captions at ~34 characters
+            if len(cur) + len(w) > 34:
+                lines.append(cur)
+                cur = w
+            else:
+                cur = (cur + " " + w).strip()
+        ax.set_xlabel("\n".join([*lines, cur]), fontsize=8.5)
+    fig.suptitle(f"tiny-pixart-shapes: 16 held-out prompts (20 DPM-Solver steps, CFG {guidance}, 32x32)", fontsize=12)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    return path
+
+
+# --------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    import sys
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("stage", nargs="?", default="all",
+                    choices=["all", "vae", "dit", "decoder", "export", "scorer", "evaluate", "grid"])
+    ap.add_argument("--out", type=Path, default=Path("runs/tiny-pixart-shapes"), help="work dir (checkpoints)")
+    ap.add_argument("--export-dir", type=Path, default=None, help="pipeline output dir (default <out>/pipeline)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vae-steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=3000, help="transformer steps")
+    ap.add_argument("--dec-steps", type=int, default=0, help="decoder-only fine-tune steps (0: skip)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--fg-weight", type=float, default=0.0, help="extra loss weight on object pixels")
+    ap.add_argument("--fg-from", type=int, default=0, help="step from which --fg-weight applies")
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--pool", type=int, default=40000, help="number of pre-encoded training scenes")
+    ap.add_argument("--max-minutes", type=float, default=0.0, help="stop the dit stage after this wall time")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 can be faster on a busy machine)")
+    ap.add_argument("--scorer-steps", type=int, default=3000)
+    ap.add_argument("--model", type=Path, default=Path(__file__).parent / "tiny-pixart-shapes")
+    ap.add_argument("--num-prompts", type=int, default=256)
+    ap.add_argument("--guidance", type=float, default=4.5, help="evaluate/grid: CFG scale")
+    ap.add_argument("--no-initial", action="store_true", help="evaluate: skip the untrained baseline")
+    ap.add_argument("--json", type=Path, default=None, help="evaluate: also write results here")
+    ap.add_argument("--grid-path", type=Path, default=Path("docs/tiny-pixart-shapes-grid.png"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    command = "python -m dit_cache.zoo.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    if a.stage == "scorer":
+        from eval.shapes_scorer import WEIGHTS
+        from eval.shapes_scorer import train as train_scorer
+
+        print(json.dumps(train_scorer(WEIGHTS, steps=a.scorer_steps, seed=a.seed), indent=1))
+    if a.stage in ("all", "vae"):
+        train_vae(a.out, a.vae_steps, a.seed, a.resume)
+    if a.stage in ("all", "dit"):
+        train_dit(a.out, a.steps, a.seed, a.resume, batch=a.batch, lr=a.lr, warmup=a.warmup, ema_decay=a.ema,
+                  pool=a.pool, eval_every=a.eval_every, max_minutes=a.max_minutes, hidden=a.hidden,
+                  fg_weight=a.fg_weight, fg_from=a.fg_from)
+    if a.stage == "decoder" or (a.stage == "all" and a.dec_steps > 0):
+        train_decoder(a.out, a.dec_steps, a.seed, a.resume)
+    if a.stage in ("all", "export"):
+        print("exported to", export(a.out, a.export_dir or a.out / "pipeline", a.seed, command))
+    if a.stage == "evaluate":
+        res = evaluate(a.model, a.num_prompts, a.seed, guidance=a.guidance, with_initial=not a.no_initial)
+        print(json.dumps(res, indent=1))
+        if a.json:
+            _save_json(a.json, res)
+    if a.stage == "grid":
+        print("saved", grid(a.model, a.grid_path, a.seed, a.guidance))
+
+
+if __name__ == "__main__":
+    main()
