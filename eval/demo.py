@@ -132,14 +132,15 @@ def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20,
 
 
 def _adherence_fn(model: str):
-    """The shapes scorer's all-correct rate for the embedded model, None for other models."""
+    """Mean attribute accuracy (colour, shape, size, position) of the shapes scorer; None for other models."""
     if model != "tiny":
         return None
     from .shapes_scorer import adherence
 
     def score(images: torch.Tensor, prompts: list[str]) -> float:
         u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8)  # (N, 3, H, W)
-        return adherence(u8, prompts)["all_correct"]
+        res = adherence(u8, prompts)
+        return float(np.mean([res[k] for k in ("color", "shape", "size", "position")]))
 
     return score
 
@@ -147,7 +148,7 @@ def _adherence_fn(model: str):
 def format_table(rows: list[dict]) -> str:
     """Markdown table of the demo rows."""
     has_adh = "adherence" in rows[0]
-    head = "| schedule | MACs speedup | wall speedup | PSNR vs uncached (dB) | latent MSE |" + (" adherence |" if has_adh else "")
+    head = "| schedule | MACs speedup | wall speedup | PSNR vs uncached (dB) | latent MSE |" + (" attribute accuracy |" if has_adh else "")
     lines = [head, "|" + "---|" * (6 if has_adh else 5)]
     for r in rows:
         psnr_s = "∞" if not np.isfinite(r["psnr_db"]) else f"{r['psnr_db']:.2f}"
