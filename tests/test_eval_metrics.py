@@ -100,10 +100,8 @@ def test_clip_offline_and_bad_names(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if M._clip_weights_cached("ViT-B-32", "openai"):
         pytest.skip("the CLIP weights are cached here")
-    t0 = time.perf_counter()
     with pytest.raises(M.MetricUnavailable, match="--clip-pretrained"):
         M.clip_scorer("ViT-B-32", "openai")
-    assert time.perf_counter() - t0 < 60  # fails from the cache check, without retrying the network
     with pytest.raises(ValueError, match="unknown open_clip model"):
         M.clip_scorer("ViT-Nope", None)
     with pytest.raises(ValueError, match="unknown pretrained tag"):

@@ -316,16 +316,26 @@ def _pool_masks(scenes: list[S.Scene], seed: int, size: int = LATENT) -> torch.T
     return torch.from_numpy(masks)
 
 
+def scorer():
+    """The shapes scorer module, contributed by the eval package through the `dit_cache.scorers` entry point
+    (the runtime package never imports eval)."""
+    from importlib.metadata import entry_points
+
+    eps = [ep for ep in entry_points(group="dit_cache.scorers") if ep.name == "shapes"]
+    if not eps:
+        raise RuntimeError("no shapes scorer is installed: install the eval extra (pip install -e '.[eval]')")
+    return eps[0].load()
+
+
 def _track(tok, te, vae, dit, prompts: list[str], seed: int) -> dict:
     """Adherence (and its components) of EMA weights on a fixed prompt set, bf16, 20 steps, CFG 4.5."""
-    from eval.shapes_scorer import WEIGHTS, adherence  # lazy: eval depends on dit_cache, not the reverse
-
-    if not WEIGHTS.exists():
+    sc = scorer()
+    if not sc.WEIGHTS.exists():
         return {"skipped": "no scorer weights (run the `scorer` stage first)"}
     pipe = make_pipeline(tok, te, vae, dit)
     with torch.autocast("cpu", torch.bfloat16):
         imgs = generate(pipe, prompts, seed=seed)
-    return {k: round(v, 4) for k, v in adherence(imgs, prompts).items()}
+    return {k: round(v, 4) for k, v in sc.adherence(imgs, prompts).items()}
 
 
 def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, lr: float = 1e-3, warmup: int = 200,
@@ -474,7 +484,8 @@ def initial_pipeline(model: Path | str, seed: int = 0) -> PixArtAlphaPipeline:
 def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.5,
              n_real: int = 2048, with_initial: bool = True) -> dict:
     """Adherence on held-out single-object prompts + shapes-FID vs real held-out renders (trained and initial)."""
-    from eval.shapes_scorer import adherence, load_classifier, shapes_fid
+    sc = scorer()
+    adherence, load_classifier, shapes_fid = sc.adherence, sc.load_classifier, sc.shapes_fid
 
     torch.set_num_threads(2)
     clf = load_classifier()
@@ -565,8 +576,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(a.threads)
     command = "python -m dit_cache.zoo.train " + " ".join(sys.argv[1:] if argv is None else argv)
     if a.stage == "scorer":
-        from eval.shapes_scorer import WEIGHTS
-        from eval.shapes_scorer import train as train_scorer
+        sc = scorer()
+        WEIGHTS, train_scorer = sc.WEIGHTS, sc.train
 
         print(json.dumps(train_scorer(WEIGHTS, steps=a.scorer_steps, seed=a.seed), indent=1))
     if a.stage in ("all", "vae"):
