@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .adapters import get_adapter
-from .schedule import Schedule, ScheduleError, ScheduleSpace
+from .schedule import Schedule, ScheduleError, ScheduleSpace, read_json
 
 _ECAD_FAMILIES = ("pixart", "flux")
 
@@ -86,13 +86,7 @@ def from_ecad(data: Mapping[str, Any], *, family: str | None = None, source: str
 def load_ecad(path: str | Path, *, family: str | None = None) -> Schedule:
     """Read an ECAD schedule JSON file."""
     path = Path(path)
-    if not path.is_file():
-        raise ScheduleError(f"ECAD schedule file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ScheduleError(f"{path} is not valid JSON: {e}") from None
-    return from_ecad(data, family=family, source=str(path))
+    return from_ecad(read_json(path, "ECAD schedule file"), family=family, source=str(path))
 
 
 def to_ecad(schedule: Schedule, *, per_step_macs: list[int] | None = None) -> dict[str, Any]:
@@ -145,12 +139,7 @@ def save_ecad(schedule: Schedule, path: str | Path, **kwargs: Any) -> Path:
 def load_schedule_file(path: str | Path, *, repair: bool = False) -> Schedule:
     """Read a dit-cache schedule or an ECAD schedule file, whichever `path` holds."""
     path = Path(path)
-    if not path.is_file():
-        raise ScheduleError(f"schedule file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ScheduleError(f"{path} is not valid JSON: {e}") from None
+    data = read_json(path, "schedule file")
     if isinstance(data, Mapping) and "cache_schedule" in data:
         return from_ecad(data, source=str(path))
     try:

@@ -325,16 +325,21 @@ class Schedule:
     def load(cls, path: str | Path, *, repair: bool = False) -> Schedule:
         """Read a dit-cache schedule JSON file (ECAD files: use dit_cache.ecad.load_ecad)."""
         path = Path(path)
-        if not path.is_file():
-            raise ScheduleError(f"schedule file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ScheduleError(f"{path} is not valid JSON: {e}") from None
+        data = read_json(path, "schedule file")
         try:
             return cls.from_dict(data, repair=repair)
         except ScheduleError as e:
             raise ScheduleError(f"{path}: {e}") from None
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """Parsed JSON of `path`, or a ScheduleError saying the file is missing or malformed."""
+    if not path.is_file():
+        raise ScheduleError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ScheduleError(f"{path} is not valid JSON: {e}") from None
 
 
 def _cells(space: ScheduleSpace, mask: np.ndarray) -> str:
