@@ -111,3 +111,13 @@ def check_family(backend: str, family: str, supported: tuple[str, ...]) -> None:
         raise ValueError(
             f"{backend} does not support the {family!r} family; supported families: {', '.join(supported)}"
         )
+
+
+class StackResidualMixin:
+    """Keeps R = out - in of the whole block stack per branch (state objects with `residual` and `in0`)."""
+
+    def block_post(self, block: int, ctx: StepContext, streams_in: Streams, streams_out: Streams) -> None:
+        """After the last block of a full step: R <- out - in."""
+        if block == self.n_blocks - 1:
+            st = self.state[ctx.branch]
+            st.residual, st.in0 = streams_sub(streams_out, st.in0), None

@@ -17,7 +17,7 @@ import torch
 
 from ..schedule import ScheduleSpace
 from . import profiles
-from .base import StepContext, Streams, streams_add, streams_sub, tensor_bytes
+from .base import StackResidualMixin, StepContext, Streams, streams_add, tensor_bytes
 
 
 def uniform_steps(steps: int, count: int) -> list[int]:
@@ -90,7 +90,7 @@ class _BranchState:
 
 
 @dataclass
-class ERTACacheBackend:
+class ERTACacheBackend(StackResidualMixin):
     """Block-level backend for `ERTACacheConfig`."""
 
     config: ERTACacheConfig
@@ -129,12 +129,6 @@ class ERTACacheBackend:
             return streams_add(streams, _correct(st.residual, lin)), self.n_blocks - 1
         st.in0 = streams
         return None
-
-    def block_post(self, block: int, ctx: StepContext, streams_in: Streams, streams_out: Streams) -> None:
-        """After the last block: R ← out − in."""
-        if block == self.n_blocks - 1:
-            st = self.state[ctx.branch]
-            st.residual, st.in0 = streams_sub(streams_out, st.in0), None
 
     def end_call(self, ctx: StepContext, output: Any) -> Any:
         """On reuse steps scale the prediction by φ_i (interval correction)."""

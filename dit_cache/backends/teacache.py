@@ -25,7 +25,15 @@ import torch
 
 from ..schedule import ScheduleSpace
 from . import profiles
-from .base import StepContext, Streams, check_family, rel_l1, streams_add, streams_sub, tensor_bytes
+from .base import (
+    StackResidualMixin,
+    StepContext,
+    Streams,
+    check_family,
+    rel_l1,
+    streams_add,
+    tensor_bytes,
+)
 
 FAMILIES = ("pixart", "dit", "flux", "sd3", "wan")
 # Published TeaCache polynomial for FLUX.1-dev (rel-L1 of modulated input -> of output), highest power first.
@@ -102,7 +110,7 @@ class _BranchState:
 
 
 @dataclass
-class TeaCacheBackend:
+class TeaCacheBackend(StackResidualMixin):
     """Block-level backend for `TeaCacheConfig`."""
 
     config: TeaCacheConfig
@@ -143,12 +151,6 @@ class TeaCacheBackend:
             return streams_add(streams, st.residual), self.n_blocks - 1
         st.in0 = streams
         return None
-
-    def block_post(self, block: int, ctx: StepContext, streams_in: Streams, streams_out: Streams) -> None:
-        """After the last block of a full step: R ← out − in."""
-        if block == self.n_blocks - 1:
-            st = self.state[ctx.branch]
-            st.residual, st.in0 = streams_sub(streams_out, st.in0), None
 
     def cache_bytes(self) -> int:
         """Bytes of the previous modulated input and the stack residual per branch."""

@@ -177,6 +177,15 @@ def _render_tensor(scenes: list[S.Scene], rng: np.random.Generator | None) -> to
     return x / 127.5 - 1
 
 
+def _resume_stage(d: Path, resume: bool, vae: AutoencoderKL, opt: torch.optim.Optimizer) -> dict:
+    """Stage state {step, log}; with `resume` and a checkpoint in `d`, also restores the VAE and optimizer."""
+    if not (resume and (d / "state.json").exists()):
+        return {"step": 0, "log": []}
+    vae.load_state_dict(load_file(str(d / "vae.safetensors")))
+    opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
+    return json.loads((d / "state.json").read_text())
+
+
 # --------------------------------------------------------------------------- stage 1: VAE
 def train_vae(out: Path, steps: int, seed: int, resume: bool, batch: int = 32, lr: float = 1e-3) -> AutoencoderKL:
     """Train the KL autoencoder (L1 + MSE + small KL) on freshly rendered training scenes."""
@@ -184,11 +193,7 @@ def train_vae(out: Path, steps: int, seed: int, resume: bool, batch: int = 32, l
     d.mkdir(parents=True, exist_ok=True)
     vae = build_vae(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
-    state = {"step": 0, "log": []}
-    if resume and (d / "state.json").exists():
-        state = json.loads((d / "state.json").read_text())
-        vae.load_state_dict(load_file(str(d / "vae.safetensors")))
-        opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
+    state = _resume_stage(d, resume, vae, opt)
     stop, t0 = _Stop(), time.time()
     _pid_file(True)
     bar = tqdm(range(state["step"], steps), desc="vae", initial=state["step"], total=steps)
@@ -244,11 +249,7 @@ def train_decoder(out: Path, steps: int, seed: int, resume: bool, batch: int = 3
     vae.quant_conv.requires_grad_(False)
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    state = {"step": 0, "log": []}
-    if resume and (d / "state.json").exists():
-        state = json.loads((d / "state.json").read_text())
-        vae.load_state_dict(load_file(str(d / "vae.safetensors")))
-        opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
+    state = _resume_stage(d, resume, vae, opt)
     stop, t0 = _Stop(), time.time()
     _pid_file(True)
     bar = tqdm(range(state["step"], steps), desc="decoder", initial=state["step"], total=steps)
