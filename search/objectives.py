@@ -2,7 +2,8 @@
 
 * ``fidelity`` (default): mean per-image latent MSE of the final latents to the uncached model's for the
   same prompt and seed; needs no external weights (references are generated once and cached).
-* ``adherence``: 1 − all-correct rate of the embedded model's shapes scorer on the decoded images.
+* ``adherence``: 1 − mean attribute accuracy (colour, shape, size, position) of the embedded model's shapes
+  scorer on the decoded images (smoother than the all-correct rate, which is near 0 for a weak model).
 * ``clip``: 1 − mean cosine similarity of open_clip image and text embeddings (local weights only).
 * ``imagereward``: −mean ImageReward (only when the `image-reward` package and its weights are installed).
 """
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 OBJECTIVES = ("fidelity", "adherence", "clip", "imagereward")
+ATTRIBUTES = ("color", "shape", "size", "position")  # adherence = mean accuracy over these
 
 
 class ObjectiveUnavailable(RuntimeError):
@@ -74,8 +76,10 @@ def _adherence(pipe: Any, prompts: list[str]):
 
     def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
         u8 = (decode(pipe, lat).clamp(0, 1) * 255).round().to(torch.uint8)  # (N, 3, H, W)
-        acc = adherence(u8, prompts, clf)["all_correct"]
-        return {"quality": 1.0 - acc, "adherence": acc, "latent_mse": float(latent_mse(lat, ref).mean())}
+        res = adherence(u8, prompts, clf)
+        acc = sum(res[k] for k in ATTRIBUTES) / len(ATTRIBUTES)
+        return {"quality": 1.0 - acc, "adherence": acc, "all_correct": res["all_correct"],
+                "latent_mse": float(latent_mse(lat, ref).mean())}
 
     return score
 

@@ -6,7 +6,8 @@ Every variant (uncached, FORA N=2,3,4, each dynamic backend with its default set
 schedule) generates the same held-out prompts with the same seeds through the real pipeline under
 `dit_cache.accelerate`. Reported per variant: MACs speedup (exact, from the runtime's counters),
 latent MSE and PSNR against the uncached output, and shapes adherence when the prompts are shapes
-captions. A front *dominates a baseline at matched MACs* when one front schedule has at least the
+captions (adherence = mean attribute accuracy over colour, shape, size and position; the all-correct
+rate is listed too). A front *dominates a baseline at matched MACs* when one front schedule has at least the
 baseline's speedup and is no worse on every quality metric (strictly better on one).
 """
 
@@ -24,7 +25,7 @@ import torch
 import dit_cache as dc
 
 from .loop import GUIDANCE_SCALE, pipeline_size
-from .objectives import decode, latent_mse
+from .objectives import ATTRIBUTES, decode, latent_mse
 from .workers import load_model
 
 DYNAMIC = {
@@ -102,9 +103,10 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
 
         clf = load_classifier()
 
-        def scorer(lat: torch.Tensor) -> float:
+        def scorer(lat: torch.Tensor) -> dict[str, float]:
             u8 = (decode(pipe, lat).clamp(0, 1) * 255).round().to(torch.uint8)  # (N, 3, H, W)
-            return adherence(u8, prompts, clf)["all_correct"]
+            res = adherence(u8, prompts, clf)
+            return {"adherence": sum(res[k] for k in ATTRIBUTES) / len(ATTRIBUTES), "all_correct": res["all_correct"]}
 
     variants: list[tuple[str, str, Any]] = [("uncached", "baseline", None)]
     variants += [(f"fora-{n}", "fora", dc.fora(space, steps, n)) for n in (2, 3, 4)]
@@ -129,7 +131,7 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
             row = {"variant": name, "kind": kind, "macs_speedup": speedup,
                    "latent_mse": float(latent_mse(lat, ref).mean()), "psnr_db": _psnr(img, ref_img)}
             if scorer is not None:
-                row["adherence"] = scorer(lat)
+                row.update(scorer(lat))
             rows.append(row)
     return {"run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
             "rows": rows, "verdicts": verdicts(rows)}
@@ -155,8 +157,8 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def to_markdown(result: dict[str, Any]) -> str:
     """The validation table."""
     has_adh = any("adherence" in r for r in result["rows"])
-    head = "| variant | kind | MACs speedup | latent MSE | PSNR (dB) |" + (" adherence |" if has_adh else "")
-    lines = [head, "|" + "---|" * (6 if has_adh else 5)]
+    head = "| variant | kind | MACs speedup | latent MSE | PSNR (dB) |" + (" adherence | all correct |" if has_adh else "")
+    lines = [head, "|" + "---|" * (7 if has_adh else 5)]
     for r in result["rows"]:
         if "skipped" in r:
             lines.append(f"| {r['variant']} | {r['kind']} | skipped: {r['skipped'][:80]} |")
@@ -164,7 +166,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         psnr = "∞" if math.isinf(r["psnr_db"]) else f"{r['psnr_db']:.2f}"
         line = f"| {r['variant']} | {r['kind']} | {r['macs_speedup']:.2f}× | {r['latent_mse']:.4g} | {psnr} |"
         if has_adh:
-            line += f" {100 * r['adherence']:.1f} % |"
+            line += f" {100 * r['adherence']:.1f} % | {100 * r.get('all_correct', float('nan')):.1f} % |"
         lines.append(line)
     v = result["verdicts"]
     lines.append("")

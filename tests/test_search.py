@@ -467,3 +467,34 @@ def test_forecast_search_writes_mixed_front(pipe, prompts_file, tmp_path):
     assert mixed, "forecast search writes forecast cells into front metadata"
     cfg = MixedScheduleConfig.load(tmp_path / "fc" / mixed[-1]["file"])
     assert (cfg.genome == 2).any() or (cfg.genome == 1).all()
+
+
+def test_adherence_objective_and_validation_on_the_embedded_model(tmp_path):
+    """Adherence = mean attribute accuracy of the shapes scorer, the same number in the objective and validate."""
+    from dit_cache.zoo import load
+    from eval.shapes_scorer import adherence
+    from search.objectives import decode as decode_latents
+    from search.validate import heldout_prompts, validate
+
+    tiny = load()
+    tiny.set_progress_bar_config(disable=True)
+    prompts = heldout_prompts(3)
+    space = dc.space_of(tiny.transformer)
+    (tmp_path / "front").mkdir()
+    dc.fora(space, 6, 3).save(tmp_path / "front" / "front_00.json")
+    res = validate(tmp_path, "tiny", prompts, [7, 8, 9], dynamic=False, pipe=tiny)
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert res["verdicts"]["metrics"] == ["latent_mse", "adherence"]
+    assert "fast_and_adherent" in res["verdicts"]
+    from search.validate import generate
+
+    lat, _ = generate(tiny, prompts, [7, 8, 9], 6)
+    u8 = (decode_latents(tiny, lat).clamp(0, 1) * 255).round().to(torch.uint8)
+    direct = adherence(u8, prompts)
+    mean_attr = sum(direct[k] for k in ("color", "shape", "size", "position")) / 4
+    assert rows["uncached"]["adherence"] == pytest.approx(mean_attr)
+    assert rows["uncached"]["all_correct"] == pytest.approx(direct["all_correct"])
+    obj = make_objective("adherence", tiny, prompts)
+    q = obj(lat, lat)
+    assert q["adherence"] == pytest.approx(mean_attr) and q["quality"] == pytest.approx(1 - mean_attr)
+    assert q["latent_mse"] == 0.0

@@ -511,6 +511,29 @@ def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20
     return res
 
 
+@torch.no_grad()
+def vae_eval(out: Path, n: int = 512, seed: int = 0) -> dict:
+    """Scorer adherence of VAE reconstructions of held-out single-object renders (base VAE and fine-tuned decoder)."""
+    sc = scorer()
+    rng = np.random.default_rng([seed, 97])
+    scenes = [S.sample_split_scene(rng, "heldout", 0.0) for _ in range(n)]
+    x = _render_tensor(scenes, None)  # (n, 3, 32, 32) in [-1, 1]
+    prompts = [S.caption(s, 0) for s in scenes]
+    res = {"n": n, "real": {k: round(v, 4) for k, v in sc.adherence(_to_u8(x), prompts).items()}}
+    for name in ("vae", "vae_finetuned"):
+        if (out / name).exists():
+            vae = AutoencoderKL.from_pretrained(out / name).eval()
+            rec = torch.cat([vae.decode(vae.encode(x[i:i + 128]).latent_dist.mean).sample for i in range(0, n, 128)])
+            res[name] = {k: round(v, 4) for k, v in sc.adherence(_to_u8(rec), prompts).items()}
+            res[name]["mse"] = round(float(F.mse_loss(rec.clamp(-1, 1), x)), 5)
+    return res
+
+
+def _to_u8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float (N, 3, H, W) -> uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
 def grid(model: Path, path: Path, seed: int = 0, guidance: float = 4.5) -> Path:
     """Save a 4x4 grid of 16 held-out prompts with captions under the tiles."""
     import matplotlib
@@ -547,7 +570,7 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", nargs="?", default="all",
-                    choices=["all", "vae", "dit", "decoder", "export", "scorer", "evaluate", "grid"])
+                    choices=["all", "vae", "dit", "decoder", "export", "scorer", "evaluate", "grid", "vae-eval"])
     ap.add_argument("--out", type=Path, default=Path("runs/tiny-pixart-shapes"), help="work dir (checkpoints)")
     ap.add_argument("--export-dir", type=Path, default=None, help="pipeline output dir (default <out>/pipeline)")
     ap.add_argument("--seed", type=int, default=0)
@@ -596,6 +619,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(res, indent=1))
         if a.json:
             _save_json(a.json, res)
+    if a.stage == "vae-eval":
+        print(json.dumps(vae_eval(a.out, seed=a.seed), indent=1))
     if a.stage == "grid":
         print("saved", grid(a.model, a.grid_path, a.seed, a.guidance))
 
