@@ -37,6 +37,33 @@ DYNAMIC = {
 }
 
 
+def dynamic_sweep(pipe: Any, steps: int, calib: list[str], seed: int = 1000) -> list[tuple[str, Any]]:
+    """Dynamic backends at operating points from ~1.3x to ~4x MACs speedup (those of benchmarks/backends.py);
+    TeaCache and ERTACache profiles are fitted on `calib` (calibration prompts, never the held-out ones)."""
+    from dit_cache.backends.erta_profile import profile_erta
+    from dit_cache.backends.teacache import calibrate_teacache
+
+    nb = len(dc.space_of(pipe.transformer).block_ids)
+    pts: list[tuple[str, Any]] = [(f"first-block tau={t}", dc.FirstBlockCacheConfig(t)) for t in (0.1, 0.2, 0.4)]
+    pts += [(f"cg-taylor tau={t}", dc.CGTaylorConfig(t, warmup=2)) for t in (0.05, 0.1, 0.2)]
+    pts += [(f"taylorseer N={n}", dc.TaylorSeerConfig(n, 1, 2)) for n in (2, 3, 4)]
+    pts += [(f"delta-dit N={n}", dc.DeltaDiTConfig(n, max(1, 3 * nb // 4), steps * 3 // 5)) for n in (2, 4)]
+    if calib:
+        h, w = pipeline_size(pipe)
+        calls = [{"prompt": p, "num_inference_steps": steps, "guidance_scale": GUIDANCE_SCALE, "output_type": "latent",
+                  "height": h, "width": w, "use_resolution_binning": False, "clean_caption": False,
+                  "generator": torch.Generator("cpu").manual_seed(seed + i)} for i, p in enumerate(calib)]
+        tea = calibrate_teacache(pipe, calls)
+        pts += [(f"teacache delta={t}", dc.TeaCacheConfig(t, profile=tea)) for t in (0.25, 0.5, 1.0)]
+        errors = None
+        reuse = {6: 1, 10: 2, 13: 3} if steps >= 20 else {max(1, steps // 4): 1, max(1, steps // 2): 2}
+        for k, m in reuse.items():
+            prof = profile_erta(pipe, calls, num_reuse=k, max_consecutive=m, step_errors=errors)
+            errors = prof["step_errors"]
+            pts.append((f"erta reuse={k}", dc.ERTACacheConfig(prof)))
+    return pts
+
+
 def heldout_prompts(n: int, seed: int = 0) -> list[str]:
     """Held-out shapes captions (never used by calibration)."""
     from dit_cache.zoo.shapes import split_prompts
@@ -63,6 +90,19 @@ def generate(pipe: Any, prompts: list[str], seeds: list[int], steps: int, spec: 
     return torch.cat(out), speedup
 
 
+def run_calibration_prompts(run: Path, n: int) -> list[str]:
+    """The first `n` calibration prompts of a search run (from its checkpoint's settings)."""
+    if n <= 0:
+        return []
+    ck = run / "checkpoint.json"
+    if not ck.exists():
+        raise FileNotFoundError(f"no checkpoint.json in {run}: the TeaCache/ERTACache profiles need the run's "
+                                "calibration prompts; pass --calib-prompts 0 to skip those backends")
+    from .nsga import read_prompts
+
+    return read_prompts(json.loads(ck.read_text())["config"]["prompts"], n)
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
     vals = 10 * torch.log10(1.0 / mse)
@@ -78,9 +118,13 @@ def dominates(f: dict[str, Any], b: dict[str, Any], metrics: list[str]) -> bool:
     return all(better) and (any(strict) or f["macs_speedup"] > b["macs_speedup"] + 1e-9)
 
 
-def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool = True,
-             pipe: Any = None, shapes: bool | None = None) -> dict[str, Any]:
-    """Evaluate the run's front and the baselines; returns rows and verdicts."""
+def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool | str = True,
+             pipe: Any = None, shapes: bool | None = None, calib: list[str] | None = None) -> dict[str, Any]:
+    """Evaluate the run's front and the baselines; returns rows and verdicts.
+
+    ``dynamic``: False (none), True/"defaults" (each dynamic backend at its defaults) or "sweep" (several
+    operating points per backend; `calib` prompts fit the TeaCache/ERTACache profiles).
+    """
     files = sorted((run / "front").glob("*.json"))
     if not files:
         raise FileNotFoundError(f"no front/*.json in {run}: run `dit-cache search --out {run}` first")
@@ -110,8 +154,10 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
 
     variants: list[tuple[str, str, Any]] = [("uncached", "baseline", None)]
     variants += [(f"fora-{n}", "fora", dc.fora(space, steps, n)) for n in (2, 3, 4)]
-    if dynamic:
-        variants += [(name, "dynamic", make) for name, make in DYNAMIC.items()]
+    if dynamic == "sweep":
+        variants += [(name, "dynamic", cfg) for name, cfg in dynamic_sweep(pipe, steps, calib or [])]
+    elif dynamic:
+        variants += [(name, "dynamic", make()) for name, make in DYNAMIC.items()]
     from .forecast import MixedScheduleConfig
 
     variants += [(s.name, "front", MixedScheduleConfig(s, order=int(s.metadata.get("forecast_order", 1)))
@@ -120,8 +166,7 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
     with torch.inference_mode():
         for name, kind, spec in variants:
             try:
-                cfg = spec() if kind == "dynamic" else spec
-                lat, speedup = generate(pipe, prompts, seeds, steps, cfg)
+                lat, speedup = generate(pipe, prompts, seeds, steps, spec)
             except Exception as e:  # a dynamic backend that needs a profile or does not support this model
                 rows.append({"variant": name, "kind": kind, "skipped": f"{type(e).__name__}: {e}"})
                 continue
@@ -186,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prompts", default=None, help="prompts file (default: held-out shapes captions)")
     p.add_argument("--num-prompts", type=int, default=64, help="number of prompts (default 64)")
     p.add_argument("--seed", type=int, default=10_000, help="first noise seed (default 10000, unlike the search's)")
-    p.add_argument("--no-dynamic", action="store_true", help="skip the dynamic backends")
+    p.add_argument("--dynamic", choices=["sweep", "defaults", "none"], default="sweep",
+                   help="dynamic backends: several operating points each (default), defaults only, or none")
+    p.add_argument("--calib-prompts", type=int, default=4,
+                   help="calibration prompts of the run that fit the TeaCache/ERTACache profiles (default 4; 0: skip them)")
+    p.add_argument("--no-dynamic", action="store_true", help="same as --dynamic none")
     p.add_argument("--out", default=None, help="folder for validation.json/md (default RUN/validation)")
     a = p.parse_args(argv)
     try:
@@ -197,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             prompts = heldout_prompts(a.num_prompts)
         seeds = [a.seed + i for i in range(len(prompts))]
-        result = validate(Path(a.run), a.model, prompts, seeds, dynamic=not a.no_dynamic)
+        dyn = "none" if a.no_dynamic else a.dynamic
+        calib = run_calibration_prompts(Path(a.run), a.calib_prompts) if dyn == "sweep" else []
+        result = validate(Path(a.run), a.model, prompts, seeds, dynamic={"none": False, "defaults": True}.get(dyn, dyn),
+                          calib=calib)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"search.validate: error: {e}", file=sys.stderr)
         return 2

@@ -498,3 +498,25 @@ def test_adherence_objective_and_validation_on_the_embedded_model(tmp_path):
     q = obj(lat, lat)
     assert q["adherence"] == pytest.approx(mean_attr) and q["quality"] == pytest.approx(1 - mean_attr)
     assert q["latent_mse"] == 0.0
+
+
+def test_validate_dynamic_sweep_profiles_on_calibration_prompts(pipe, baseline):
+    """The sweep runs every dynamic backend at several points; TeaCache/ERTACache profiles come from calib prompts."""
+    from search.validate import dynamic_sweep, run_calibration_prompts, validate
+
+    summary, _, _ = baseline
+    calib = run_calibration_prompts(Path(summary["_out"]), 2)
+    assert calib == PROMPTS[:2]
+    names = [n for n, _ in dynamic_sweep(pipe, STEPS, calib)]
+    for prefix in ("first-block", "cg-taylor", "taylorseer", "delta-dit", "teacache", "erta"):
+        assert sum(n.startswith(prefix) for n in names) >= 2, (prefix, names)
+    assert not any(n.startswith(("teacache", "erta")) for n, _ in dynamic_sweep(pipe, STEPS, []))
+    res = validate(Path(summary["_out"]), "random-tiny", PROMPTS[2:], [5, 6], dynamic="sweep", pipe=pipe,
+                   shapes=False, calib=calib)
+    dyn = [r for r in res["rows"] if r["kind"] == "dynamic"]
+    assert [r["variant"] for r in dyn] == names
+    ran = [r for r in dyn if "skipped" not in r]
+    assert max(r["macs_speedup"] for r in ran) > 1.2  # the sweep reaches real speedups
+    assert set(res["verdicts"]["dominated"]) == {"fora-2", "fora-3", "fora-4", *(r["variant"] for r in ran)}
+    with pytest.raises(FileNotFoundError, match="--calib-prompts 0"):
+        run_calibration_prompts(Path(summary["_out"]) / "nowhere", 2)
