@@ -23,7 +23,7 @@ def _cmd(args: argparse.Namespace) -> int:
         model=args.model, prompts=args.prompts, num_prompts=args.num_prompts, population=args.population,
         generations=args.generations, objective=args.objective, steps=args.steps, seed=args.seed,
         workers=args.workers, backend=args.backend, batch_size=args.batch_size,
-        memory_budget_mb=args.memory_budget_mb, prefix_sharing=not args.no_prefix_sharing, cxpb=args.cxpb,
+        memory_budget_mb=args.memory_budget_mb, spill_mb=args.spill_mb, prefix_sharing=not args.no_prefix_sharing, cxpb=args.cxpb,
         cx_points=args.cx_points, mutpb=args.mutpb, indpb=args.indpb,
         late_bias=args.late_bias, clip_weights=args.clip_weights,
         forecast=args.forecast, forecast_order=args.forecast_order, init=list(args.init), multi_fidelity=args.multi_fidelity, mf_margin=args.mf_margin,
@@ -66,6 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per generation batch (default 16)")
     p.add_argument("--memory-budget-mb", type=int, default=d.memory_budget_mb,
                    help=f"prefix-state cache per worker in MiB (default {d.memory_budget_mb})")
+    p.add_argument("--spill-mb", type=int, default=d.spill_mb,
+                   help="disk budget per worker (MiB) for prefix states evicted from memory, in OUT/prefix_spill "
+                        "(default 0: evicted states are dropped; results are identical either way)")
     p.add_argument("--no-prefix-sharing", action="store_true", help="evaluate every candidate from step 0")
     p.add_argument("--cxpb", type=float, default=d.cxpb, help=f"crossover probability (default {d.cxpb})")
     p.add_argument("--cx-points", type=int, default=d.cx_points, help=f"crossover points along steps (default {d.cx_points})")

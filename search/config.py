@@ -31,6 +31,7 @@ class SearchConfig:
     backend: str = "local"
     batch_size: int = 16
     memory_budget_mb: int = 2048
+    spill_mb: int = 0  # disk budget for evicted prefix states in <out>/prefix_spill (0: evicted states are dropped)
     prefix_sharing: bool = True
     cxpb: float = 0.9
     cx_points: int = 4
@@ -63,7 +64,7 @@ class SearchConfig:
     def result_keys(self) -> dict[str, Any]:
         """Settings that change results (a resumed run must match them)."""
         d = asdict(self)
-        for k in ("generations", "workers", "backend", "memory_budget_mb", "prefix_sharing"):
+        for k in ("generations", "workers", "backend", "memory_budget_mb", "spill_mb", "prefix_sharing"):
             d.pop(k)
         return d
 

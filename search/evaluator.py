@@ -66,6 +66,8 @@ class Evaluator:
     budget_bytes: int = DEFAULT_BUDGET
     prefix_sharing: bool = True
     forecast_order: int | None = None  # mixed genomes (reuse / compute / forecast cells) when set
+    spill_dir: str | None = None  # evicted prefix states are written here (None: dropped)
+    spill_bytes: int = 0  # disk budget of spilled states
     counts: EvalCounts = field(default_factory=EvalCounts)
 
     def __post_init__(self) -> None:
@@ -82,7 +84,7 @@ class Evaluator:
 
             self.backend = MixedBackend(self.steps, self.forecast_order)
         self.handle = dc.accelerate(self.pipe.transformer, self.backend)
-        self.cache = StateCache(self.budget_bytes if self.prefix_sharing else 0)
+        self.cache = StateCache(self.budget_bytes if self.prefix_sharing else 0, self.spill_dir, self.spill_bytes)
         self.counts.blocks_per_step = len(self.space.block_ids)
         self._cost: StepCost | None = None
 

@@ -82,7 +82,9 @@ class Search:
                                                 clip_weights=config.clip_weights)
         spec = EvalSpec(config.model, tuple(self.prompts), tuple(self.seeds), config.steps, config.batch_size,
                         config.memory_budget_mb << 20, config.prefix_sharing,
-                        forecast_order=config.forecast_order if config.forecast else None)
+                        forecast_order=config.forecast_order if config.forecast else None,
+                        spill_dir=str(Path(out) / "prefix_spill") if config.spill_mb > 0 else None,
+                        spill_bytes=config.spill_mb << 20)
         self.pool = make_pool(spec, config.workers, config.backend, pipe=self.pipe)
         from .evaluator import Evaluator
 

@@ -6,17 +6,22 @@ only those the next step reuses. The values a reused cell returns are the same t
 `StaticScheduleBackend` returns, hence results are bit-identical to naive evaluation (tested).
 
 States live in an LRU `StateCache` under a memory budget that counts each tensor storage once
-(states share most cached tensors with their parent).
+(states share most cached tensors with their parent). With a spill folder, evicted states go to disk
+instead of being dropped (tensors as safetensors, the small Python skeleton kept in memory; no pickle)
+and come back when a candidate needs them, under their own disk budget.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch.utils._pytree import tree_leaves
 
 from dit_cache.adapters import Site
@@ -94,15 +99,49 @@ def _tensors(state: LoopState) -> list[torch.Tensor]:
     return [t for t in leaves if isinstance(t, torch.Tensor)]
 
 
+class _Slot:
+    """Placeholder for the i-th tensor of a spilled state."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+
+class _Spilled:
+    """A state on disk: its tensors in a safetensors file, the rest (a deep copy with placeholders) in memory."""
+
+    def __init__(self, state: LoopState, path: Path) -> None:
+        tensors = list({id(t): t for t in [*_tensors(state), *state.generator_states]}.values())
+        slots = [_Slot(i) for i in range(len(tensors))]
+        self.skeleton = copy.deepcopy(state, {id(t): sl for t, sl in zip(tensors, slots)})
+        self.slots, self.path = slots, path
+        save_file({f"t{i}": t.detach().contiguous().clone() for i, t in enumerate(tensors)}, str(path))
+        self.nbytes = path.stat().st_size
+
+    def load(self) -> LoopState:
+        """The state back in memory (bit-identical tensors)."""
+        data = load_file(str(self.path))
+        return copy.deepcopy(self.skeleton, {id(sl): data[f"t{sl.i}"] for sl in self.slots})
+
+
 class StateCache:
     """LRU map (batch, prefix key) -> LoopState, bounded by `budget_bytes` of distinct tensor storage.
 
     Pinned keys (the prefixes of the current population, i.e. of the next parents) are evicted only
-    after every unpinned state is gone.
+    after every unpinned state is gone. With `spill_dir`, evicted states are written there (up to
+    `spill_bytes` on disk, oldest deleted first) and reloaded when needed.
     """
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, budget_bytes: int, spill_dir: str | Path | None = None, spill_bytes: int = 0) -> None:
         self.budget = int(budget_bytes)
+        self.spill_dir = Path(spill_dir) if spill_dir is not None and spill_bytes > 0 else None
+        self.spill_budget = int(spill_bytes)
+        self.disk: OrderedDict[tuple[int, str], _Spilled] = OrderedDict()
+        self.disk_bytes = 0
+        self.spills = self.loads = 0
+        if self.spill_dir is not None:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
         self.pinned: set[tuple[int, str]] = set()
         self.states: OrderedDict[tuple[int, str], tuple[LoopState, list[int]]] = OrderedDict()
         self._refs: dict[int, list[int]] = {}  # storage ptr -> [bytes, refcount]
@@ -141,9 +180,23 @@ class StateCache:
             victim = next((k for k in self.states if k not in self.pinned and k != key), None)
             if victim is None:
                 victim = next(iter(self.states))
-            _, old = self.states.pop(victim)
+            vstate, old = self.states.pop(victim)
             self._drop(old)
             self.evictions += 1
+            self._spill(victim, vstate)
+
+    def _spill(self, key: tuple[int, str], state: LoopState) -> None:
+        """Write an evicted state to disk (if spilling is on), deleting the oldest files over the disk budget."""
+        if self.spill_dir is None or key in self.disk:
+            return
+        item = _Spilled(state, self.spill_dir / f"b{key[0]}_{key[1]}.safetensors")
+        self.disk[key] = item
+        self.disk_bytes += item.nbytes
+        self.spills += 1
+        while self.disk_bytes > self.spill_budget and self.disk:
+            _, gone = self.disk.popitem(last=False)
+            self.disk_bytes -= gone.nbytes
+            gone.path.unlink(missing_ok=True)
 
     def pin(self, keys: set[tuple[int, str]]) -> None:
         """Protect these states from eviction while unpinned ones remain (replaces earlier pins)."""
@@ -162,8 +215,16 @@ class StateCache:
     def longest(self, batch: int, keys: list[str], upto: int) -> LoopState | None:
         """The stored state with the longest prefix keys[:k+1], k < upto (None if none)."""
         for k in range(upto - 1, -1, -1):
-            if (batch, keys[k]) in self.states:
-                return self.get((batch, keys[k]))
+            key = (batch, keys[k])
+            if key in self.states:
+                return self.get(key)
+            if key in self.disk:
+                self.disk.move_to_end(key)
+                state = self.disk[key].load()
+                self.loads += 1
+                self.hits += 1
+                self.put(key, state)
+                return state
         return None
 
     def clear(self) -> None:
@@ -171,3 +232,7 @@ class StateCache:
         self.states.clear()
         self._refs.clear()
         self.bytes = 0
+        for item in self.disk.values():
+            item.path.unlink(missing_ok=True)
+        self.disk.clear()
+        self.disk_bytes = 0

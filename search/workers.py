@@ -12,6 +12,7 @@ machine worker i uses ``cuda:i``. ``--backend ray`` needs ``pip install 'dit-cac
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ class EvalSpec:
     threads: int = 1
     forecast_order: int | None = None
     device: str = "cpu"
+    spill_dir: str | None = None  # evicted prefix states go to <spill_dir>/pid<PID>/ (None: dropped)
+    spill_bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,7 +83,9 @@ def _build(spec: EvalSpec, pipe: Any = None) -> Evaluator:
     pipe = pipe if pipe is not None else load_model(spec.model, spec.device)
     return Evaluator(pipe, list(spec.prompts), list(spec.seeds), spec.steps, batch_size=spec.batch_size,
                      budget_bytes=spec.budget_bytes, prefix_sharing=spec.prefix_sharing,
-                     forecast_order=spec.forecast_order)
+                     forecast_order=spec.forecast_order,
+                     spill_dir=f"{spec.spill_dir}/pid{os.getpid()}" if spec.spill_dir else None,
+                     spill_bytes=spec.spill_bytes)
 
 
 def _run(ev: Evaluator, computes: list[np.ndarray], opts: dict[str, Any] | None = None,

@@ -72,17 +72,22 @@ def test_loop_reproduces_pipeline_bit_for_bit(pipe):
     assert torch.equal(ours, ref)
 
 
-@pytest.mark.parametrize("budget", [2 << 30, 300_000])  # everything fits / a few states fit (LRU evicts)
-def test_prefix_sharing_is_bit_identical_to_naive(pipe, budget):
-    ev = Evaluator(pipe, PROMPTS[:3], [0, 1, 2], STEPS, batch_size=2, budget_bytes=budget)
+@pytest.mark.parametrize("budget,spill", [(2 << 30, False), (300_000, False), (300_000, True)])
+def test_prefix_sharing_is_bit_identical_to_naive(pipe, budget, spill, tmp_path):
+    """Everything fits / a few states fit (LRU evicts) / evicted states spill to disk and come back."""
+    ev = Evaluator(pipe, PROMPTS[:3], [0, 1, 2], STEPS, batch_size=2, budget_bytes=budget,
+                   spill_dir=str(tmp_path / "spill") if spill else None, spill_bytes=1 << 30)
     scheds = _schedules(ev.space, STEPS)
     try:
         shared = ev.evaluate(scheds)
         first = ev.counts.steps_run
         again = ev.evaluate(scheds[::-1])[::-1]  # second round: states from the first round are reused
-        counts, evictions = ev.counts, ev.cache.evictions
+        counts, evictions, loads = ev.counts, ev.cache.evictions, ev.cache.loads
+        files = list((tmp_path / "spill").glob("*.safetensors"))
     finally:
         ev.close()
+    assert (len(files) > 0 and loads > 0) if spill else (files == [] and loads == 0)
+    assert not list((tmp_path / "spill").glob("*.safetensors"))  # close() deletes spilled states
     naive = Evaluator(pipe, PROMPTS[:3], [0, 1, 2], STEPS, batch_size=2, prefix_sharing=False)
     try:
         plain = naive.evaluate(scheds)
@@ -101,6 +106,38 @@ def test_prefix_sharing_is_bit_identical_to_naive(pipe, budget):
         assert counts.block_evals_naive / counts.block_evals > 1.5
     else:
         assert evictions > 0
+    SPILL_RUNS[spill or budget > 1 << 20] = counts.steps_run
+
+
+SPILL_RUNS: dict[bool, int] = {}
+
+
+def test_spilling_saves_steps_under_the_same_budget():
+    """Same small memory budget: reloading spilled states runs fewer transformer steps than dropping them."""
+    if len(SPILL_RUNS) < 2:
+        pytest.skip("needs the parametrized bit-identity runs")
+    assert SPILL_RUNS[True] < SPILL_RUNS[False]
+
+
+def test_state_cache_spills_and_reloads_exactly(tmp_path):
+    from search.loop import LoopState
+
+    big = torch.randn(1000)
+    st = LoopState(3, torch.randn(2, 4), {"hist": [big, big[:10]], "n": 2}, [torch.arange(5, dtype=torch.uint8)],
+                   {"backend": {0: {(0, 0): big}}, "step": 3})
+    cache = StateCache(budget_bytes=1, spill_dir=tmp_path, spill_bytes=1 << 20)
+    cache.put((0, "a"), st)
+    cache.put((0, "b"), LoopState(0, torch.zeros(10), None, [], None))  # evicts "a" to disk
+    assert cache.spills == 1 and (0, "a") not in cache.states and len(list(tmp_path.glob("*.safetensors"))) == 1
+    back = cache.longest(0, ["a", "zz"], 2)
+    assert cache.loads == 1 and back is not st and back.step == 3
+    assert torch.equal(back.latents, st.latents) and torch.equal(back.cache["backend"][0][(0, 0)], big)
+    assert back.scheduler["hist"][0] is back.cache["backend"][0][(0, 0)]  # shared tensors stay shared
+    assert torch.equal(back.scheduler["hist"][1], big[:10]) and back.generator_states[0].dtype == torch.uint8
+    tiny = StateCache(budget_bytes=1, spill_dir=tmp_path / "t", spill_bytes=10)  # disk budget: oldest file goes
+    tiny.put((0, "a"), st)
+    tiny.put((0, "b"), LoopState(0, torch.zeros(10), None, [], None))
+    assert tiny.disk_bytes == 0 and not list((tmp_path / "t").glob("*"))
 
 
 def test_state_cache_lru_and_byte_accounting():
