@@ -40,6 +40,8 @@ def _cmd(args: argparse.Namespace) -> int:
         return 2
     finally:
         search.close()
+    if not search.is_main:  # accelerate: the main process reports
+        return 0
     print(f"front ({len(summary['front'])} schedules) in {args.out}/front/:")
     for r in summary["front"]:
         print(f"  {r['file']}: {r['macs_speedup']:.2f}x MACs, {cfg.objective} {r['quality']:.4g}")
@@ -62,7 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (also picks the noise seeds)")
     p.add_argument("--workers", type=int, default=d.workers, help="parallel evaluation processes (default 1)")
-    p.add_argument("--backend", default=d.backend, choices=["local", "ray"], help="worker backend (default local)")
+    p.add_argument("--backend", default=d.backend, choices=["local", "ray", "accelerate"],
+                   help="worker backend (default local): 'local' = --workers processes on this machine, 'ray' = "
+                        "Ray actors, 'accelerate' = one pipeline per process of `accelerate launch -m search ...` "
+                        "(--workers is then the launcher's --num_processes)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per generation batch (default 16)")
     p.add_argument("--memory-budget-mb", type=int, default=d.memory_budget_mb,
                    help=f"prefix-state cache per worker in MiB (default {d.memory_budget_mb})")

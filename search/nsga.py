@@ -86,6 +86,7 @@ class Search:
                         spill_dir=str(Path(out) / "prefix_spill") if config.spill_mb > 0 else None,
                         spill_bytes=config.spill_mb << 20)
         self.pool = make_pool(spec, config.workers, config.backend, pipe=self.pipe)
+        self.is_main = getattr(self.pool, "is_main", True)  # accelerate: every process runs the same search
         from .evaluator import Evaluator
 
         self._cost_ev = self.pool.ev if hasattr(self.pool, "ev") else Evaluator(
@@ -136,6 +137,8 @@ class Search:
                 if (f.metadata() or {}).get("key") == key:
                     return load_file(str(path))["latents"]
         ref = self.pool.evaluate([dc.compute_all(self.space, self.cfg.steps).compute])[0]
+        if not self.is_main:
+            return ref
         self.out.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({"latents": ref.contiguous()}, str(tmp), metadata={"key": key})
@@ -265,7 +268,8 @@ class Search:
         st.population = [G.encode(i.genome) for i in pop]
         st.rng = rng_to_json(self.rng.getstate())
         st.counts = self.pool.counts.to_dict() | {"base_" + k: v for k, v in self._base_counts.items()}
-        write_checkpoint(self.out / CHECKPOINT, asdict(self.cfg), self.shape, st)
+        if self.is_main:
+            write_checkpoint(self.out / CHECKPOINT, asdict(self.cfg), self.shape, st)
 
     def _load(self) -> list[_Ind]:
         try:
@@ -322,6 +326,7 @@ class Search:
 
         self.out.mkdir(parents=True, exist_ok=True)
         self._base_counts: dict[str, int] = {}
+        self.pool.barrier()  # accelerate: no process may see a checkpoint that another one writes below
         if not resume and (self.out / CHECKPOINT).exists():
             raise SearchError(f"{self.out} already holds a search checkpoint: pass --resume to continue it, "
                               "or choose another --out")
@@ -338,7 +343,7 @@ class Search:
         else:
             self.evaluate(pop, count_hits=False)  # all cached: restores fitness values
         bar = tqdm(total=self.cfg.generations, initial=self.state.generation, desc="search", unit="gen",
-                   disable=not progress)
+                   disable=not (progress and self.is_main))
         self._postfix(bar)
         while self.state.generation < self.cfg.generations:
             t0 = time.perf_counter()

@@ -54,10 +54,12 @@ def plot_front(history: list[dict[str, Any]], named: list[tuple[str, float, floa
 def write_outputs(search: Any, pop: list[Any]) -> dict[str, Any]:
     """Write front/*.json, front.png and history.json into the run folder; returns the summary."""
     out: Path = search.out
+    main = getattr(search, "is_main", True)  # under `accelerate launch` only the main process writes
     front_dir = out / "front"
-    front_dir.mkdir(parents=True, exist_ok=True)
-    for old in front_dir.glob("*.json"):
-        old.unlink()
+    if main:
+        front_dir.mkdir(parents=True, exist_ok=True)
+        for old in front_dir.glob("*.json"):
+            old.unlink()
     rows = []
     for i, ind in enumerate(search.front(pop)):
         f = search.state.fitness[ind.key]
@@ -69,7 +71,9 @@ def write_outputs(search: Any, pop: list[Any]) -> dict[str, Any]:
                 "search": {"model": search.cfg.model, "prompts": search.cfg.prompts, "num_prompts": len(search.prompts),
                            "objective": search.cfg.objective, "seed": search.cfg.seed,
                            "generation": search.state.generation, "key": ind.key}}
-        path = search.schedule_of(ind.genome, **meta).save(front_dir / f"front_{i:02d}.json")
+        path = front_dir / f"front_{i:02d}.json"
+        if main:
+            search.schedule_of(ind.genome, **meta).save(path)
         rows.append({"file": str(path.relative_to(out)), "macs_speedup": speedup, "quality": f["quality"], **f["metrics"]})
     hist = search.state.history
     last = hist[-1]
@@ -81,6 +85,8 @@ def write_outputs(search: Any, pop: list[Any]) -> dict[str, Any]:
         "prefix_sharing_saving": last["block_evals_naive"] / last["block_evals"] if last["block_evals"] else 1.0,
         "full_macs_per_image": search.full_macs, "front": rows, "history": hist,
     }
+    if not main:
+        return summary
     (out / "history.json").write_text(json.dumps(summary, indent=1) + "\n")
     plot_front(hist, _named_points(search), out / "front.png", search.cfg.objective)
     return summary

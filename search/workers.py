@@ -21,7 +21,7 @@ import torch
 
 from .evaluator import DEFAULT_BUDGET, EvalCounts, Evaluator
 
-BACKENDS = ("local", "ray")
+BACKENDS = ("local", "ray", "accelerate")
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,9 @@ class Pool:
     def close(self) -> None:
         """Release workers."""
 
+    def barrier(self) -> None:
+        """Wait for every process of a multi-process job (no-op here)."""
+
 
 class InProcessPool(Pool):
     """One evaluator in this process (reuses the caller's pipeline)."""
@@ -156,6 +159,38 @@ class InProcessPool(Pool):
     def _map(self, chunks, opts):
         with _threads(self.spec.threads):
             return [_run(self.ev, c, opts) for c in chunks]
+
+    def close(self) -> None:
+        self.ev.close()
+
+
+class AcceleratePool(Pool):
+    """One pipeline per process of an `accelerate launch` job: every process runs the same (deterministic)
+    search, evaluates its contiguous share of each generation's candidates, and all shares are gathered, so
+    every process holds every result; only the main process writes files."""
+
+    def __init__(self, spec: EvalSpec, pipe: Any = None) -> None:
+        super().__init__()
+        from accelerate import PartialState
+
+        self.state = PartialState(cpu=spec.device == "cpu")
+        self.workers = self.state.num_processes
+        self.is_main = self.state.is_main_process
+        device = spec.device if spec.device == "cpu" else str(self.state.device)
+        self.spec = EvalSpec(**{**spec.__dict__, "device": device})
+        self.ev = _build(self.spec, pipe.to(device) if pipe is not None else None)
+        self.counts.blocks_per_step = self.ev.counts.blocks_per_step
+
+    def _map(self, chunks, opts):
+        from accelerate.utils import gather_object
+
+        i = self.state.process_index
+        with _threads(self.spec.threads):
+            mine = [_run(self.ev, chunks[i], opts)] if i < len(chunks) else []
+        return gather_object(mine) if self.workers > 1 else mine  # in rank order = chunk order
+
+    def barrier(self) -> None:
+        self.state.wait_for_everyone()
 
     def close(self) -> None:
         self.ev.close()
@@ -245,11 +280,14 @@ class RayPool(Pool):
 
 
 def make_pool(spec: EvalSpec, workers: int = 1, backend: str = "local", pipe: Any = None) -> Pool:
-    """InProcessPool for 1 local worker, ProcessPool for N, RayPool for backend 'ray'."""
+    """InProcessPool for 1 local worker, ProcessPool for N, RayPool for backend 'ray', AcceleratePool for
+    'accelerate' (as many workers as `accelerate launch` started processes)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if backend == "accelerate":
+        return AcceleratePool(spec, pipe)
     if backend == "local" and workers == 1:
         return InProcessPool(spec, pipe)
     import dit_cache as dc

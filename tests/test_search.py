@@ -325,6 +325,25 @@ def test_two_workers_equal_one(pipe, baseline, tmp_path):
     assert two["evaluations"] == summary["evaluations"]
 
 
+def test_accelerate_launch_two_processes_equals_one(baseline, tmp_path):
+    """`accelerate launch --num_processes 2 -m search --backend accelerate` ends with the in-process run's front."""
+    summary, pf, _ = baseline
+    out = tmp_path / "acc"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "search", "--model", "random-tiny",
+           "--prompts", str(pf), "--population", "8", "--generations", "3", "--steps", str(STEPS), "--seed", "3",
+           "--batch-size", "2", "--backend", "accelerate", "--out", str(out), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("front (") == 1  # only the main process reports
+    two = json.loads((out / "history.json").read_text())
+    two["_out"] = str(out)
+    assert _front(two) == _front(summary)
+    assert [h["hypervolume"] for h in two["history"]] == [h["hypervolume"] for h in summary["history"]]
+    assert two["evaluations"] == summary["evaluations"] and two["block_evals"] == summary["block_evals"]
+
+
 def test_ray_backend_equals_in_process(pipe):
     pytest.importorskip("ray")
     from search.workers import EvalSpec, make_pool
