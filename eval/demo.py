@@ -18,27 +18,10 @@ from tqdm.auto import tqdm
 import dit_cache as dc
 
 from .fidelity import latent_mse, psnr
+from .generate import load_pipeline
 from .grid import image_grid
 
 INTERVALS = (2, 3, 4)
-
-
-def load_pipeline(model: str):
-    """'tiny' = the embedded trained model; 'random-tiny' = random-weight PixArt (plumbing only); else a path."""
-    if model == "tiny":
-        from dit_cache.zoo import load
-
-        return load()
-    if model == "random-tiny":
-        from dit_cache.zoo.tiny_random import build_tiny_pipeline
-
-        return build_tiny_pipeline("pixart")
-    from diffusers import DiffusionPipeline
-
-    try:
-        return DiffusionPipeline.from_pretrained(model)
-    except Exception as e:  # hub client errors vary offline
-        raise RuntimeError(f"could not load {model!r} ({type(e).__name__}: {e}); pass a local folder or 'tiny'") from None
 
 
 def demo_prompts(model: str, n: int) -> list[str]:

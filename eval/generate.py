@@ -32,15 +32,9 @@ def is_shapes_model(model: str) -> bool:
 
 def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """'tiny' = the embedded trained model; 'random-tiny' = random-weight PixArt (plumbing only); else path/hub id."""
-    if model == "tiny":
-        from dit_cache.zoo import load
+    from dit_cache.zoo import load_model
 
-        try:
-            pipe = load(device=device, dtype=dtype)
-        except FileNotFoundError as e:
-            raise RuntimeError(f"the embedded model is not installed ({e}); use --model random-tiny for a "
-                               "random-weight PixArt (plumbing only) or pass a local pipeline folder") from None
-        return pipe
+    return load_model(model, device, dtype)
     if model == "random-tiny":
         from diffusers.utils import logging as dlog
 

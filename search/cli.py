@@ -30,7 +30,7 @@ def _cmd(args: argparse.Namespace) -> int:
     )
     try:
         search = Search(cfg, args.out)
-    except (SearchError, ObjectiveUnavailable, FileNotFoundError, ImportError) as e:
+    except (SearchError, ObjectiveUnavailable, FileNotFoundError, ImportError, RuntimeError) as e:
         print(f"dit-cache search: error: {e}", file=sys.stderr)
         return 2
     try:

@@ -45,28 +45,9 @@ class EvalSpec:
 
 def load_model(model: str, device: str = "cpu") -> Any:
     """'tiny' = the embedded trained model; 'random-tiny[:LAYERS]' = random-weight PixArt; else a folder or hub id."""
-    if model == "tiny":
-        from dit_cache.zoo import load
+    from dit_cache.zoo import load_model as load
 
-        try:
-            return load(device=device)
-        except FileNotFoundError as e:
-            raise FileNotFoundError(f"{e}; the embedded model is not built yet: use --model random-tiny to try the "
-                                    "search on a random-weight PixArt") from None
-    if model == "random-tiny" or model.startswith("random-tiny:"):
-        from dit_cache.zoo.tiny_random import build_tiny_pipeline
-
-        layers = int(model.split(":", 1)[1]) if ":" in model else None
-        return build_tiny_pipeline("pixart", num_layers=layers).to(device)
-    from diffusers import DiffusionPipeline
-
-    try:
-        pipe = DiffusionPipeline.from_pretrained(model)
-    except Exception as e:  # hub client errors vary offline
-        raise RuntimeError(f"could not load {model!r} ({type(e).__name__}: {e}); pass a local PixArt pipeline "
-                           "folder, 'tiny' or 'random-tiny'") from None
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return load(model, device)
 
 
 @contextlib.contextmanager
