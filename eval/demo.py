@@ -7,6 +7,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 import dit_cache as dc
+from dit_cache.ecad import load_schedule_file
 
 from .fidelity import latent_mse, psnr
 from .generate import load_pipeline
@@ -50,14 +52,32 @@ def _decode(pipe, latents: torch.Tensor) -> torch.Tensor:
     return pipe.image_processor.postprocess(img, output_type="pt")
 
 
+def shipped_schedules(model: str, steps: int) -> list[Path]:
+    """Learned schedules shipped for the embedded model (`dit-cache search` output) at this step count."""
+    if model != "tiny":
+        return []
+    from dit_cache.zoo import DEFAULT_MODEL, ZOO_DIR
+
+    files = sorted((ZOO_DIR / "schedules" / DEFAULT_MODEL).glob("*.json"))
+    return [f for f in files if dc.Schedule.load(f).steps == steps]
+
+
 def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20, repeats: int = 3,
-             seed: int = 0, num_prompts: int = 8) -> dict:
-    """Run the demo; returns (and writes) the report."""
+             seed: int = 0, num_prompts: int = 8, schedules: list[str] | None = None) -> dict:
+    """Run the demo; returns (and writes) the report. `schedules`: extra schedule files (dit-cache or ECAD JSON)."""
     pipe = load_pipeline(model)
     prompts = demo_prompts(model, num_prompts)
     space = dc.space_of(pipe.transformer)
     variants: dict[str, dc.Schedule | None] = {"uncached": None}
     variants.update({f"fora-{n}": dc.fora(space, steps, n) for n in INTERVALS})
+    for f in [*shipped_schedules(model, steps), *map(Path, schedules or [])]:
+        s = load_schedule_file(f)
+        why = s.space.describe_mismatch(space)
+        if why:
+            raise ValueError(f"schedule {f} does not fit this model: {why}")
+        if s.steps != steps:
+            raise ValueError(f"schedule {f} has {s.steps} steps, the demo runs {steps}: pass --steps {s.steps}")
+        variants[s.name or Path(f).stem] = s
     latents: dict[str, torch.Tensor] = {}
     secs: dict[str, list[float]] = {v: [] for v in variants}
     macs: dict[str, dict] = {}
@@ -65,7 +85,7 @@ def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20,
     total = (repeats + 1) * len(order)
     with torch.inference_mode(), tqdm(total=total, desc="demo: generating (interleaved)", unit="run") as bar:
         for rep in range(repeats + 1):  # rep 0 = warm-up, and the outputs compared below
-            for name in order:
+            for name in order[rep % len(order):] + order[:rep % len(order)]:  # interleaved, rotated
                 handle = dc.accelerate(pipe, variants[name]) if variants[name] is not None else None
                 t0 = time.perf_counter()
                 lat = _call(pipe, prompts, steps, seed, latent=True)
@@ -143,8 +163,12 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    run_demo(model=args.model, out=Path(args.out), steps=args.steps, repeats=args.repeats, seed=args.seed,
-             num_prompts=args.num_prompts)
+    try:
+        run_demo(model=args.model, out=Path(args.out), steps=args.steps, repeats=args.repeats, seed=args.seed,
+                 num_prompts=args.num_prompts, schedules=args.schedule)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"dit-cache demo: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -158,4 +182,7 @@ def register(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per variant, interleaved (default 3)")
     p.add_argument("--num-prompts", type=int, default=8, help="prompts in the batch (default 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--schedule", action="append", default=[], metavar="FILE",
+                   help="also run this schedule file (dit-cache or ECAD JSON, e.g. a `dit-cache search` front/*.json); "
+                        "repeatable. With --model tiny the learned schedules shipped in dit_cache/zoo/schedules/ run too")
     p.set_defaults(func=_cmd)

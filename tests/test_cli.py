@@ -97,3 +97,21 @@ def test_demo_plumbing_on_random_tiny(tmp_path, capsys):
     assert rows["uncached"]["latent_mse"] == 0 and rows["fora-2"]["latent_mse"] > 0
     assert rows["fora-2"]["macs_speedup"] > 1.4 and rows["fora-4"]["macs_speedup"] > rows["fora-2"]["macs_speedup"]
     assert (out / "grid.png").stat().st_size > 0 and "| fora-3 |" in capsys.readouterr().out
+
+
+def test_demo_runs_extra_schedule_files_and_rejects_mismatches(tmp_path, capsys):
+    import dit_cache as dc
+    from dit_cache.zoo import load_model
+
+    space = dc.space_of(load_model("random-tiny").transformer)
+    good = dc.cache_component(space, 4, "ff", 2).save(tmp_path / "ff2.json")
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", "random-tiny", "--out", str(out), "--steps", "4", "--repeats", "1",
+                 "--num-prompts", "2", "--schedule", str(good)]) == 0
+    rows = {r["schedule"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    name = dc.Schedule.load(good).name
+    assert name in rows and 1.0 < rows[name]["macs_speedup"] < rows["fora-2"]["macs_speedup"]
+    wrong = dc.fora(space, 6, 2).save(tmp_path / "six.json")
+    capsys.readouterr()
+    assert main(["demo", "--model", "random-tiny", "--out", str(out), "--steps", "4", "--schedule", str(wrong)]) == 2
+    assert "--steps 6" in capsys.readouterr().err
