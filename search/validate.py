@@ -222,6 +222,44 @@ def to_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot(result: dict[str, Any], path: Path) -> Path:
+    """Held-out latent MSE (and adherence) vs MACs speedup: front, FORA, dynamic backends, uncached."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if "skipped" not in r]
+    has_adh = all("adherence" in r for r in rows)
+    fig, axes = plt.subplots(1, 2 if has_adh else 1, figsize=(12 if has_adh else 6.5, 4.6), squeeze=False)
+    style = {"front": ("tab:red", "o", "learned front"), "fora": ("tab:blue", "s", "FORA N=2,3,4"),
+             "dynamic": ("tab:gray", "^", "dynamic backends (sweep)"), "baseline": ("black", "*", "uncached")}
+    panels = [("latent_mse", "held-out latent MSE vs uncached (lower is better)", True)]
+    if has_adh:
+        panels.append(("adherence", "held-out adherence: mean attribute accuracy", False))
+    for ax, (key, title, log) in zip(axes[0], panels):
+        for kind, (color, marker, label) in style.items():
+            pts = sorted((r["macs_speedup"], r[key], r["variant"]) for r in rows if r["kind"] == kind)
+            if not pts or (log and kind == "baseline"):
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=label,
+                    linestyle="-" if kind == "front" else "none", markersize=7 if kind != "dynamic" else 6)
+            if kind in ("fora", "dynamic"):
+                for x, y, name in pts:
+                    ax.annotate(name, (x, y), fontsize=6.5, xytext=(3, 3), textcoords="offset points", color=color)
+        ax.set_xlabel("MACs speedup (exact)")
+        ax.set_title(title, fontsize=10)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result['model']}: {len(result['prompts'])} held-out prompts, {result['steps']} steps", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: python -m search.validate --run RUN [--model tiny] [--num-prompts 64]."""
     p = argparse.ArgumentParser(prog="python -m search.validate", description=__doc__,
@@ -258,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     (out / "validation.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     md = to_markdown(result)
     (out / "validation.md").write_text(md + "\n")
+    plot(result, out / "validation.png")
     print(md)
+    print(f"wrote {out / 'validation.json'}, validation.md, validation.png")
     return 0
 
 

@@ -574,5 +574,8 @@ def test_validate_dynamic_sweep_profiles_on_calibration_prompts(pipe, baseline):
     ran = [r for r in dyn if "skipped" not in r]
     assert max(r["macs_speedup"] for r in ran) > 1.2  # the sweep reaches real speedups
     assert set(res["verdicts"]["dominated"]) == {"fora-2", "fora-3", "fora-4", *(r["variant"] for r in ran)}
+    from search.validate import plot
+
+    assert plot(res, Path(summary["_out"]) / "v.png").stat().st_size > 10_000
     with pytest.raises(FileNotFoundError, match="--calib-prompts 0"):
         run_calibration_prompts(Path(summary["_out"]) / "nowhere", 2)
