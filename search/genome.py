@@ -74,13 +74,29 @@ def delta_dit(space: ScheduleSpace, steps: int, interval: int = 2, boundary: flo
     return Schedule(arr, space, {"name": f"delta-dit-{interval}", "generator": {"kind": "delta_dit", "interval": interval}})
 
 
+def two_phase(space: ScheduleSpace, steps: int, early: int, late: int, switch: int) -> Schedule:
+    """FORA with interval `early` before step `switch` and `late` from it on (a full step at `switch`)."""
+    arr = np.ones((steps, *space.shape), dtype=bool)
+    for i in range(1, steps):
+        if (i < switch and i % early) or (i >= switch and (i - switch) % late):
+            arr[i] = ~space.applicable
+    return Schedule(arr, space, {"name": f"fora-{early}to{late}@{switch}",
+                                 "generator": {"kind": "two_phase", "early": early, "late": late, "switch": switch}})
+
+
 def heuristic_seeds(space: ScheduleSpace, steps: int) -> list[Schedule]:
-    """Initial population seeds: compute-all, FORA N=2..6, per-component evenly spaced caching, Δ-DiT-like."""
+    """Initial population seeds: compute-all, FORA N=2..6, Δ-DiT-like, per-component evenly spaced caching,
+    then FORA with 2 or 4 warm-up steps and two-phase FORA (denser before a switch step, sparser after,
+    or the reverse), in that order (a small population keeps the first ones)."""
     seeds = [dc.compute_all(space, steps)]
     seeds += [dc.fora(space, steps, n) for n in range(2, 7) if n < steps]
     seeds += [delta_dit(space, steps, 2), delta_dit(space, steps, 3)]
     for n in (2, 3, 4):
         seeds += [dc.cache_component(space, steps, c, n) for c in space.components if n < steps]
+    seeds += [dc.fora(space, steps, n, w) for n in (3, 4) for w in (2, 4) if n + w < steps]
+    for switch in (steps // 3, steps // 2):
+        seeds += [two_phase(space, steps, a, b, switch) for a, b in ((2, 4), (2, 5), (3, 5), (4, 2), (5, 3))
+                  if 1 < switch < steps - max(a, b)]
     seen, out = set(), []
     for s in seeds:
         if s.digest() not in seen:

@@ -293,9 +293,21 @@ class Search:
         idx = pareto([tuple(i.fitness.values) for i in pop])
         return sorted((pop[i] for i in idx), key=lambda i: i.fitness.values)
 
+    def archive_front(self) -> list[_Ind]:
+        """Non-dominated schedules among *every* fully evaluated one (the fitness cache is the archive):
+        selection may drop a front member from the population, the archive never loses it."""
+        inds = []
+        for f in self.state.fitness.values():
+            if f.get("partial"):
+                continue
+            ind = _Ind(G.decode(f["genome"], self.shape))
+            ind.fitness.values = (f["macs"] / self.full_macs, f["quality"])
+            inds.append(ind)
+        return self.front(inds)
+
     def _record(self, pop: list[_Ind], t0: float) -> dict[str, Any]:
         st = self.state
-        front = self.front(pop)
+        front = self.archive_front()
         pts = [tuple(i.fitness.values) for i in front]
         if st.hv_ref is None:
             qmax = max(i.fitness.values[1] for i in pop)

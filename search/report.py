@@ -61,7 +61,7 @@ def write_outputs(search: Any, pop: list[Any]) -> dict[str, Any]:
         for old in front_dir.glob("*.json"):
             old.unlink()
     rows = []
-    for i, ind in enumerate(search.front(pop)):
+    for i, ind in enumerate(search.archive_front()):
         f = search.state.fitness[ind.key]
         speedup = search.full_macs / f["macs"]
         meta = {"name": f"search-{i:02d}-{speedup:.2f}x", "generator": {"kind": "nsga2-search"},

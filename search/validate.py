@@ -119,7 +119,8 @@ def dominates(f: dict[str, Any], b: dict[str, Any], metrics: list[str]) -> bool:
 
 
 def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool | str = True,
-             pipe: Any = None, shapes: bool | None = None, calib: list[str] | None = None) -> dict[str, Any]:
+             pipe: Any = None, shapes: bool | None = None, calib: list[str] | None = None,
+             progress: bool = False) -> dict[str, Any]:
     """Evaluate the run's front and the baselines; returns rows and verdicts.
 
     ``dynamic``: False (none), True/"defaults" (each dynamic backend at its defaults) or "sweep" (several
@@ -163,8 +164,10 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
     variants += [(s.name, "front", MixedScheduleConfig(s, order=int(s.metadata.get("forecast_order", 1)))
                   if s.metadata.get("forecast_cells") else s) for s in front]
     rows, ref, ref_img = [], None, None
+    from tqdm.auto import tqdm
+
     with torch.inference_mode():
-        for name, kind, spec in variants:
+        for name, kind, spec in tqdm(variants, desc="validate", unit="variant", disable=not progress):
             try:
                 lat, speedup = generate(pipe, prompts, seeds, steps, spec)
             except Exception as e:  # a dynamic backend that needs a profile or does not support this model
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         dyn = "none" if a.no_dynamic else a.dynamic
         calib = run_calibration_prompts(Path(a.run), a.calib_prompts) if dyn == "sweep" else []
         result = validate(Path(a.run), a.model, prompts, seeds, dynamic={"none": False, "defaults": True}.get(dyn, dyn),
-                          calib=calib)
+                          calib=calib, progress=True)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"search.validate: error: {e}", file=sys.stderr)
         return 2

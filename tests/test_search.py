@@ -579,3 +579,25 @@ def test_validate_dynamic_sweep_profiles_on_calibration_prompts(pipe, baseline):
     assert plot(res, Path(summary["_out"]) / "v.png").stat().st_size > 10_000
     with pytest.raises(FileNotFoundError, match="--calib-prompts 0"):
         run_calibration_prompts(Path(summary["_out"]) / "nowhere", 2)
+
+
+def test_front_is_the_archive_front_over_every_evaluation(baseline):
+    """front/*.json = non-dominated set of every evaluated schedule (selection cannot lose a front member)."""
+    from search.pareto import pareto
+
+    summary, _, search = baseline
+    fit = json.loads((Path(summary["_out"]) / "checkpoint.json").read_text())["fitness"]
+    pts = sorted({(f["macs"] / search.full_macs, f["quality"]) for f in fit.values() if not f.get("partial")})
+    want = sorted(pts[i] for i in pareto(pts))
+    got = sorted((r["macs_speedup"] ** -1, r["quality"]) for r in summary["front"])
+    assert len(got) == len(want) and all(a == pytest.approx(b, rel=1e-12) for a, b in zip(got, want))
+
+
+def test_heuristic_seeds_include_warmup_and_two_phase_fora(pixart_space):
+    from search.genome import heuristic_seeds, two_phase
+
+    names = [s.name for s in heuristic_seeds(pixart_space, 20)]
+    assert {"fora-3-w2", "fora-4-w4", "fora-2to4@6", "fora-4to2@10"} <= set(names)
+    assert len(names) == len(set(names))
+    s = two_phase(pixart_space, 12, 2, 4, 6)
+    assert [bool(s.compute[i].all()) for i in range(12)] == [i in (0, 2, 4, 6, 10) for i in range(12)]
