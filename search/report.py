@@ -37,8 +37,12 @@ def plot_front(history: list[dict[str, Any]], named: list[tuple[str, float, floa
         xs, ys = [1 / p[0] for p in pts], [p[1] for p in pts]
         ax.plot(xs, ys, "o-", ms=3, lw=0.8, color=cmap(h["generation"] / n), alpha=0.9)
     for name, x, y in named:
-        ax.plot(1 / x, y, "kx", ms=6)
-        ax.annotate(name, (1 / x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if (name.startswith("fora-") and "-w" not in name and "to" not in name) or name == "compute-all":
+            ax.plot(1 / x, y, "kx", ms=6)
+            ax.annotate(name, (1 / x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    pos = [p[1] for h in history for p in h["front"] if p[1] > 0]
+    if pos and max(pos) / min(pos) > 100:  # errors span decades: symmetric log keeps the zero of compute-all
+        ax.set_yscale("symlog", linthresh=min(pos))
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, n))
     fig.colorbar(sm, ax=ax, label="generation")
     ax.set_xlabel("MACs speedup vs compute-all (×)")
