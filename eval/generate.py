@@ -35,25 +35,6 @@ def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype = torch.fl
     from dit_cache.zoo import load_model
 
     return load_model(model, device, dtype)
-    if model == "random-tiny":
-        from diffusers.utils import logging as dlog
-
-        from dit_cache.zoo.tiny_random import build_tiny_pipeline
-
-        dlog.get_logger("diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha").setLevel("ERROR")  # T5 truncation
-        pipe = build_tiny_pipeline("pixart")
-    else:
-        from diffusers import DiffusionPipeline
-
-        try:
-            pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
-        except Exception as e:  # hub client errors vary offline
-            raise RuntimeError(f"could not load {model!r} ({type(e).__name__}: {str(e)[:300]}); pass a local "
-                               "pipeline folder, a hub id that is in the local cache, 'tiny' or 'random-tiny'") from None
-    pipe.set_progress_bar_config(disable=True)
-    if torch.device(device).type != "cpu" or dtype != torch.float32:
-        pipe = pipe.to(device=device, dtype=dtype)
-    return pipe
 
 
 def call_kwargs(pipe, model: str, steps: int, guidance_scale: float | None = None, height: int | None = None,

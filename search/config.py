@@ -70,15 +70,13 @@ class SearchConfig:
 
 
 def read_prompts(path: str | Path, n: int | None = None) -> list[str]:
-    """Non-empty lines of a prompts file (optionally the first n); clear errors for missing/empty files."""
-    p = Path(path)
-    if not p.is_file():
-        raise SearchError(f"prompts file not found: {p} (see calib_prompts/ for the shipped sets)")
-    prompts = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not prompts:
-        raise SearchError(f"prompts file {p} has no prompts (one prompt per line expected)")
-    if n is not None:
-        if n < 1:
-            raise SearchError(f"--num-prompts must be >= 1, got {n}")
-        prompts = prompts[:n]
-    return prompts
+    """Prompts of a file (optionally the first n), read by `eval.prompts.load_prompts`: one per line, a
+    PartiPrompts TSV, an ImageReward JSON, or `shapes:<split>`; clear errors for missing/empty files."""
+    from eval.prompts import load_prompts
+
+    try:
+        return load_prompts(path, n)
+    except FileNotFoundError:
+        raise SearchError(f"prompts file not found: {path} (see calib_prompts/ for the shipped sets)") from None
+    except ValueError as e:
+        raise SearchError(str(e)) from None
