@@ -120,11 +120,14 @@ def dominates(f: dict[str, Any], b: dict[str, Any], metrics: list[str]) -> bool:
 
 def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool | str = True,
              pipe: Any = None, shapes: bool | None = None, calib: list[str] | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, front_max: int | None = None) -> dict[str, Any]:
     """Evaluate the run's front and the baselines; returns rows and verdicts.
 
     ``dynamic``: False (none), True/"defaults" (each dynamic backend at its defaults) or "sweep" (several
     operating points per backend; `calib` prompts fit the TeaCache/ERTACache profiles).
+    ``front_max``: evaluate about this many front schedules (None = all), chosen after the baselines ran
+    (`select_front`): for each baseline the lowest-error front point at >= its MACs speedup, then points
+    evenly spread over the front up to `front_max` in total.
     """
     files = sorted((run / "front").glob("*.json"))
     if not files:
@@ -161,13 +164,25 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
         variants += [(name, "dynamic", make()) for name, make in DYNAMIC.items()]
     from .forecast import MixedScheduleConfig
 
-    variants += [(s.name, "front", MixedScheduleConfig(s, order=int(s.metadata.get("forecast_order", 1)))
-                  if s.metadata.get("forecast_cells") else s) for s in front]
+    def front_variants(rows: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
+        chosen = select_front(front, rows, front_max)
+        return [(s.name, "front", MixedScheduleConfig(s, order=int(s.metadata.get("forecast_order", 1)))
+                 if s.metadata.get("forecast_cells") else s) for s in chosen]
+
     rows, ref, ref_img = [], None, None
     from tqdm.auto import tqdm
 
-    with torch.inference_mode():
-        for name, kind, spec in tqdm(variants, desc="validate", unit="variant", disable=not progress):
+    bar = tqdm(total=len(variants) + min(len(front), front_max or len(front)), desc="validate", unit="variant",
+               disable=not progress)
+    with torch.inference_mode(), bar:
+        todo, front_added = list(variants), False
+        while todo or not front_added:
+            if not todo:  # baselines done: now the front points they call for
+                todo, front_added = front_variants(rows), True
+                bar.total = len(variants) + len(todo)
+                continue
+            name, kind, spec = todo.pop(0)
+            bar.update()
             try:
                 lat, speedup = generate(pipe, prompts, seeds, steps, spec)
             except Exception as e:  # a dynamic backend that needs a profile or does not support this model
@@ -181,8 +196,31 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
             if scorer is not None:
                 row.update(scorer(lat))
             rows.append(row)
-    return {"run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
+    return {"front_total": len(front), "run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
             "rows": rows, "verdicts": verdicts(rows)}
+
+
+def select_front(front: list[dc.Schedule], rows: list[dict[str, Any]], front_max: int | None) -> list[dc.Schedule]:
+    """Front schedules to validate: all, or for every baseline row the front schedule with the lowest
+    calibration error among those at >= its MACs speedup, then evenly spread ones up to `front_max` in total."""
+    if front_max is None or front_max >= len(front):
+        return front
+    speed = [float(s.metadata.get("macs_speedup", 0.0)) for s in front]
+    err = [float(s.metadata.get("objectives", {}).get("quality_loss", math.inf)) for s in front]
+    picked: list[int] = []
+    for r in sorted((r for r in rows if r.get("kind") in ("fora", "dynamic") and "skipped" not in r),
+                    key=lambda r: r["macs_speedup"]):
+        ok = [i for i in range(len(front)) if speed[i] >= r["macs_speedup"] - 1e-9]
+        if ok:
+            best = min(ok, key=lambda i: (err[i], -speed[i]))
+            if best not in picked:
+                picked.append(best)
+    for i in (round(k * (len(front) - 1) / max(1, front_max - 1)) for k in range(front_max)):
+        if len(picked) >= front_max:
+            break
+        if i not in picked:
+            picked.append(i)
+    return [front[i] for i in sorted(picked)]
 
 
 def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -277,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib-prompts", type=int, default=4,
                    help="calibration prompts of the run that fit the TeaCache/ERTACache profiles (default 4; 0: skip them)")
     p.add_argument("--no-dynamic", action="store_true", help="same as --dynamic none")
+    p.add_argument("--front-max", type=int, default=None,
+                   help="validate the best front schedule at >= each baseline's MACs speedup, then evenly spread "
+                        "ones up to N in total (default: every front schedule)")
     p.add_argument("--out", default=None, help="folder for validation.json/md (default RUN/validation)")
     a = p.parse_args(argv)
     try:
@@ -290,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         dyn = "none" if a.no_dynamic else a.dynamic
         calib = run_calibration_prompts(Path(a.run), a.calib_prompts) if dyn == "sweep" else []
         result = validate(Path(a.run), a.model, prompts, seeds, dynamic={"none": False, "defaults": True}.get(dyn, dyn),
-                          calib=calib, progress=True)
+                          calib=calib, progress=True, front_max=a.front_max)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"search.validate: error: {e}", file=sys.stderr)
         return 2

@@ -577,6 +577,21 @@ def test_validate_dynamic_sweep_profiles_on_calibration_prompts(pipe, baseline):
     from search.validate import plot
 
     assert plot(res, Path(summary["_out"]) / "v.png").stat().st_size > 10_000
+    # a capped front: every baseline still gets its best front point at >= its speedup
+    from search.validate import select_front
+
+    front = [dc.Schedule.load(f) for f in sorted((Path(summary["_out"]) / "front").glob("*.json"))]
+    few = select_front(front, res["rows"], 2)
+    speeds = [s.metadata["macs_speedup"] for s in few]
+    for r in res["rows"]:
+        if r["kind"] in ("fora", "dynamic") and "skipped" not in r and r["macs_speedup"] <= max(speeds):
+            ok = [s for s in front if s.metadata["macs_speedup"] >= r["macs_speedup"] - 1e-9]
+            best = min(ok, key=lambda s: (s.metadata["objectives"]["quality_loss"], -s.metadata["macs_speedup"]))
+            assert best.name in {s.name for s in few}
+    capped = validate(Path(summary["_out"]), "random-tiny", PROMPTS[2:], [5, 6], dynamic=False, pipe=pipe,
+                      shapes=False, front_max=1)
+    assert 1 <= sum(r["kind"] == "front" for r in capped["rows"]) <= len(front)
+    assert capped["front_total"] == len(front)
     with pytest.raises(FileNotFoundError, match="--calib-prompts 0"):
         run_calibration_prompts(Path(summary["_out"]) / "nowhere", 2)
 

@@ -64,3 +64,29 @@ def test_pipeline_deterministic(pipe) -> None:
     b = pipe(prompts, generator=torch.Generator().manual_seed(0), **kw).images
     assert a.shape == (2, 3, 32, 32)
     assert torch.equal(a, b)
+
+
+def test_caching_the_shipped_model_reduces_evaluations(pipe) -> None:
+    """FORA-2 and every shipped learned schedule: exact component counts, fewer evaluations, output close to uncached."""
+    import dit_cache as dc
+
+    prompts = ["a small red circle in the top left on a gray background", "center: large blue square, white background"]
+    kw = dict(zoo.CALL_KWARGS, output_type="latent")
+    ref = pipe(prompts, generator=torch.Generator().manual_seed(0), **kw).images
+    space = dc.space_of(pipe.transformer)
+    files = sorted((zoo.ZOO_DIR / "schedules" / zoo.DEFAULT_MODEL).glob("*.json"))
+    assert files, "no learned schedule shipped for the embedded model"
+    for sched in [dc.fora(space, 20, 2), *(dc.Schedule.load(f) for f in files)]:
+        with dc.accelerate(pipe, sched) as handle:
+            out = pipe(prompts, generator=torch.Generator().manual_seed(0), **kw).images
+            stats = handle.stats
+        n_cells = int(space.applicable.sum())
+        computed_cells = int(sched.compute[:, space.applicable].sum())
+        assert stats.evaluations == computed_cells * 2  # CFG: 2 branches per call (batched, counted per branch)
+        assert stats.evaluations + stats.skipped == 20 * n_cells * 2
+        assert stats.evaluations < 20 * n_cells * 2
+        speedup = stats.macs()["speedup"]
+        if "macs_speedup" in sched.metadata:  # the search's cost model and the runtime's counters agree
+            assert speedup == pytest.approx(sched.metadata["macs_speedup"], rel=1e-9)
+        mse = float(((out - ref) ** 2).mean())
+        assert 0 < mse < float((ref ** 2).mean()) * 0.5, (sched.name, mse)
