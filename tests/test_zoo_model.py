@@ -90,3 +90,11 @@ def test_caching_the_shipped_model_reduces_evaluations(pipe) -> None:
             assert speedup == pytest.approx(sched.metadata["macs_speedup"], rel=1e-9)
         mse = float(((out - ref) ** 2).mean())
         assert 0 < mse < float((ref ** 2).mean()) * 0.5, (sched.name, mse)
+
+
+def test_demo_generates_the_embedded_model_at_its_native_size(pipe) -> None:
+    """Regression: the demo once rendered the 32x32 model at 16x16 (a random-tiny shortcut)."""
+    from eval.demo import _call
+
+    imgs = _call(pipe, ["a small red circle in the top left on a gray background"], 2, 0, latent=False)
+    assert imgs.shape == (1, 3, 32, 32)
