@@ -169,33 +169,35 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
         return [(s.name, "front", MixedScheduleConfig(s, order=int(s.metadata.get("forecast_order", 1)))
                  if s.metadata.get("forecast_cells") else s) for s in chosen]
 
-    rows, ref, ref_img = [], None, None
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(variants) + min(len(front), front_max or len(front)), desc="validate", unit="variant",
-               disable=not progress)
-    with torch.inference_mode(), bar:
-        todo, front_added = list(variants), False
-        while todo or not front_added:
-            if not todo:  # baselines done: now the front points they call for
-                todo, front_added = front_variants(rows), True
-                bar.total = len(variants) + len(todo)
-                continue
-            name, kind, spec = todo.pop(0)
+    rows: list[dict[str, Any]] = []
+    ref: dict[str, torch.Tensor] = {}
+
+    def evaluate(name: str, kind: str, spec: Any) -> None:
+        try:
+            lat, speedup = generate(pipe, prompts, seeds, steps, spec)
+        except Exception as e:  # a dynamic backend that needs a profile or does not support this model
+            rows.append({"variant": name, "kind": kind, "skipped": f"{type(e).__name__}: {e}"})
+            return
+        img = decode(pipe, lat)
+        ref.setdefault("lat", lat)
+        ref.setdefault("img", img)
+        row = {"variant": name, "kind": kind, "macs_speedup": speedup,
+               "latent_mse": float(latent_mse(lat, ref["lat"]).mean()), "psnr_db": _psnr(img, ref["img"])}
+        if scorer is not None:
+            row.update(scorer(lat))
+        rows.append(row)
+
+    with torch.inference_mode(), tqdm(total=len(variants), desc="validate", unit="variant", disable=not progress) as bar:
+        for v in variants:  # uncached first: it is the reference
+            evaluate(*v)
             bar.update()
-            try:
-                lat, speedup = generate(pipe, prompts, seeds, steps, spec)
-            except Exception as e:  # a dynamic backend that needs a profile or does not support this model
-                rows.append({"variant": name, "kind": kind, "skipped": f"{type(e).__name__}: {e}"})
-                continue
-            img = decode(pipe, lat)
-            if ref is None:
-                ref, ref_img = lat, img
-            row = {"variant": name, "kind": kind, "macs_speedup": speedup,
-                   "latent_mse": float(latent_mse(lat, ref).mean()), "psnr_db": _psnr(img, ref_img)}
-            if scorer is not None:
-                row.update(scorer(lat))
-            rows.append(row)
+        chosen = front_variants(rows)  # the front points the baselines call for
+        bar.total += len(chosen)
+        for v in chosen:
+            evaluate(*v)
+            bar.update()
     return {"front_total": len(front), "run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
             "rows": rows, "verdicts": verdicts(rows)}
 
