@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import asdict
@@ -80,10 +81,13 @@ class Search:
                                   f"({config.batch_size}): the first batch is the subset")
             self.sub_objective = make_objective(config.objective, self.pipe, self.prompts[: self.n_sub],
                                                 clip_weights=config.clip_weights)
+        self.spill_dir = Path(out) / "prefix_spill"  # per-process state files; useless once a process ends
+        if config.backend != "accelerate":  # left over by a killed run (accelerate: ranks start at different times)
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
         spec = EvalSpec(config.model, tuple(self.prompts), tuple(self.seeds), config.steps, config.batch_size,
                         config.memory_budget_mb << 20, config.prefix_sharing,
                         forecast_order=config.forecast_order if config.forecast else None,
-                        spill_dir=str(Path(out) / "prefix_spill") if config.spill_mb > 0 else None,
+                        spill_dir=str(self.spill_dir) if config.spill_mb > 0 else None,
                         spill_bytes=config.spill_mb << 20)
         self.pool = make_pool(spec, config.workers, config.backend, pipe=self.pipe)
         self.is_main = getattr(self.pool, "is_main", True)  # accelerate: every process runs the same search
@@ -386,8 +390,11 @@ class Search:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def close(self) -> None:
-        """Stop workers and remove hooks."""
+        """Stop workers, remove hooks and delete spilled prefix states (worker processes never close their
+        evaluators, so the main process removes the whole spill folder)."""
         self.pool.close()
         if self._cost_ev is not getattr(self.pool, "ev", None):
             self._cost_ev.close()
+        if self.is_main:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
 

@@ -316,8 +316,13 @@ def test_resume_after_sigkill_equals_uninterrupted(pipe, baseline, tmp_path):
 
 
 def test_two_workers_equal_one(pipe, baseline, tmp_path):
+    """Also with disk spill on: stale spill files of a killed run are removed, and none outlive the run."""
     summary, pf, _ = baseline
-    two, s = _run(pipe, _cfg(pf, workers=2), tmp_path / "w2")
+    stale = tmp_path / "w2" / "prefix_spill" / "pid1"
+    stale.mkdir(parents=True)
+    (stale / "b0_old.safetensors").write_bytes(b"x" * 100)
+    two, s = _run(pipe, _cfg(pf, workers=2, spill_mb=64, memory_budget_mb=1), tmp_path / "w2")
+    assert not (tmp_path / "w2" / "prefix_spill").exists()
     two["_out"] = str(tmp_path / "w2")
     assert type(s.pool).__name__ == "ProcessPool"
     assert _front(two) == _front(summary)
