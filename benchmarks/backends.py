@@ -29,6 +29,7 @@ from dit_cache.backends.erta_profile import profile_erta
 from dit_cache.backends.first_block import FirstBlockCacheConfig
 from dit_cache.backends.taylorseer import TaylorSeerConfig
 from dit_cache.backends.teacache import TeaCacheConfig, calibrate_teacache
+from eval.fidelity import decode_latents as decode
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "backends.json"
@@ -80,13 +81,6 @@ def calib_prompts(embedded: bool, n: int) -> list[str]:
 def call(base: dict, prompt: str, seed: int) -> dict:
     """Pipeline kwargs of one generation returning latents."""
     return {**base, "prompt": prompt, "output_type": "latent", "generator": torch.Generator("cpu").manual_seed(seed)}
-
-
-def decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1], (N, 3, H, W)."""
-    with torch.no_grad():
-        img = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    return pipe.image_processor.postprocess(img, output_type="pt")
 
 
 # -- operating points --------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 import dit_cache as dc
 from dit_cache.ecad import load_schedule_file
 
-from .fidelity import latent_mse, psnr
+from .fidelity import decode_latents, latent_mse, psnr, to_uint8
 from .generate import load_pipeline
 from .grid import image_grid
 
@@ -43,13 +43,6 @@ def _call(pipe, prompts: list[str], steps: int, seed: int, latent: bool, small: 
         if small:  # random-tiny: a small image keeps the plumbing demo fast (every other model: native size)
             kwargs.update(height=16, width=16)
     return pipe(prompts, **kwargs).images
-
-
-def _decode(pipe, latents: torch.Tensor) -> torch.Tensor:
-    """Latents -> float images (N, 3, H, W) in [0, 1], as the pipeline's own 'pt' output."""
-    with torch.no_grad():
-        img = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    return pipe.image_processor.postprocess(img, output_type="pt")
 
 
 def shipped_schedules(model: str, steps: int) -> list[Path]:
@@ -99,7 +92,7 @@ def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20,
                     secs[name].append(dt)
                 bar.set_postfix_str(f"{name} {dt:.2f}s")
                 bar.update()
-        images = {name: _decode(pipe, lat) for name, lat in latents.items()}
+        images = {name: decode_latents(pipe, lat) for name, lat in latents.items()}
 
     scorer = _adherence_fn(model)
     base = statistics.median(secs["uncached"])
@@ -141,7 +134,7 @@ def _adherence_fn(model: str):
     from .shapes_scorer import adherence
 
     def score(images: torch.Tensor, prompts: list[str]) -> float:
-        u8 = (images.clamp(0, 1) * 255).round().to(torch.uint8)  # (N, 3, H, W)
+        u8 = to_uint8(images)  # (N, 3, H, W)
         res = adherence(u8, prompts)
         return float(np.mean([res[k] for k in ("color", "shape", "size", "position")]))
 

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
+
+
+def decode_latents(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Final latents -> float images (N, 3, H, W) in [0, 1], as the pipeline's own 'pt' output."""
+    with torch.inference_mode():
+        img = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(img, output_type="pt")
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] -> uint8 (values clamped, rounded)."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:

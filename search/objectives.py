@@ -16,19 +16,15 @@ from typing import Any
 
 import torch
 
+from eval.fidelity import decode_latents as decode
+from eval.fidelity import to_uint8
+
 OBJECTIVES = ("fidelity", "adherence", "clip", "imagereward")
 ATTRIBUTES = ("color", "shape", "size", "position")  # adherence = mean accuracy over these
 
 
 class ObjectiveUnavailable(RuntimeError):
     """An objective's package or weights are not available here."""
-
-
-def decode(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Latents -> float images (N, 3, H, W) in [0, 1], as the pipeline's 'pt' output."""
-    with torch.inference_mode():
-        img = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
-    return pipe.image_processor.postprocess(img, output_type="pt")
 
 
 def latent_mse(latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -75,7 +71,7 @@ def _adherence(pipe: Any, prompts: list[str]):
         ) from None
 
     def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-        u8 = (decode(pipe, lat).clamp(0, 1) * 255).round().to(torch.uint8)  # (N, 3, H, W)
+        u8 = to_uint8(decode(pipe, lat))  # (N, 3, H, W)
         res = adherence(u8, prompts, clf)
         acc = sum(res[k] for k in ATTRIBUTES) / len(ATTRIBUTES)
         return {"quality": 1.0 - acc, "adherence": acc, "all_correct": res["all_correct"],
@@ -129,7 +125,7 @@ def _imagereward(pipe: Any, prompts: list[str]):
     from PIL import Image
 
     def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-        imgs = (decode(pipe, lat).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        imgs = to_uint8(decode(pipe, lat)).permute(0, 2, 3, 1).numpy()
         vals = [float(model.score(p, Image.fromarray(im))) for p, im in zip(prompts, imgs)]
         r = sum(vals) / len(vals)
         return {"quality": -r, "imagereward": r, "latent_mse": float(latent_mse(lat, ref).mean())}

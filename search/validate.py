@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 import dit_cache as dc
+from eval.fidelity import to_uint8
 
 from .loop import GUIDANCE_SCALE, pipeline_size
 from .objectives import ATTRIBUTES, decode, latent_mse
@@ -152,7 +153,7 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
         clf = load_classifier()
 
         def scorer(lat: torch.Tensor) -> dict[str, float]:
-            u8 = (decode(pipe, lat).clamp(0, 1) * 255).round().to(torch.uint8)  # (N, 3, H, W)
+            u8 = to_uint8(decode(pipe, lat))  # (N, 3, H, W)
             res = adherence(u8, prompts, clf)
             return {"adherence": sum(res[k] for k in ATTRIBUTES) / len(ATTRIBUTES), "all_correct": res["all_correct"]}
 

@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,42 @@ def _resume_stage(d: Path, resume: bool, vae: AutoencoderKL, opt: torch.optim.Op
 
 
 # --------------------------------------------------------------------------- stage 1: VAE
+def _autoencoder_loop(d: Path, vae: AutoencoderKL, opt: torch.optim.Optimizer, state: dict, *, steps: int, seed: int,
+                      stream: int, batch: int, lr: float, warmup: int, desc: str,
+                      loss_fn: Callable[[torch.Tensor, int], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+                      clip: list[torch.nn.Parameter] | None = None) -> bool:
+    """Shared loop of the VAE stages: fresh renders per step (RNG stream `stream`), warm-up + cosine LR,
+    `loss_fn(x, step) -> (loss, extra logged values)`, checkpoint every 250 steps. False if interrupted."""
+    stop, t0 = _Stop(), time.time()
+    _pid_file(True)
+    bar = tqdm(range(state["step"], steps), desc=desc, initial=state["step"], total=steps)
+    for step in bar:
+        rng = np.random.default_rng([seed, stream, step])
+        x = _render_tensor([S.sample_split_scene(rng, "train") for _ in range(batch)], rng)  # (B, 3, 32, 32)
+        for gp in opt.param_groups:
+            gp["lr"] = _lr(step, lr, warmup, steps)
+        loss, extra = loss_fn(x, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(clip, 1.0)
+        opt.step()
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", **{k: f"{v.item():.3f}" for k, v in extra.items()})
+            state["log"].append({"step": step, "loss": round(loss.item(), 5),
+                                 **{k: round(v.item(), 4) for k, v in extra.items()}})
+        if (step + 1) % 250 == 0 or step + 1 == steps or stop.flag:
+            state["step"], state["wall_s"] = step + 1, state.get("wall_s", 0) + time.time() - t0
+            t0 = time.time()
+            _save_st(d / "vae.safetensors", vae.state_dict())
+            torch.save(opt.state_dict(), d / "opt.pt")
+            _save_json(d / "state.json", state)
+            if stop.flag:
+                break
+    _pid_file(False)
+    return not stop.flag
+
+
 def train_vae(out: Path, steps: int, seed: int, resume: bool, batch: int = 32, lr: float = 1e-3) -> AutoencoderKL:
     """Train the KL autoencoder (L1 + MSE + small KL) on freshly rendered training scenes."""
     d = out / "vae_ckpt"
@@ -194,39 +231,18 @@ def train_vae(out: Path, steps: int, seed: int, resume: bool, batch: int = 32, l
     vae = build_vae(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=1e-4)
     state = _resume_stage(d, resume, vae, opt)
-    stop, t0 = _Stop(), time.time()
-    _pid_file(True)
-    bar = tqdm(range(state["step"], steps), desc="vae", initial=state["step"], total=steps)
-    for step in bar:
-        rng = np.random.default_rng([seed, 1, step])
-        x = _render_tensor([S.sample_split_scene(rng, "train") for _ in range(batch)], rng)  # (B, 3, 32, 32)
-        for gp in opt.param_groups:
-            gp["lr"] = _lr(step, lr, 100, steps)
+
+    def loss_fn(x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.autocast("cpu", torch.bfloat16):
             post = vae.encode(x).latent_dist
             z = post.sample(generator=torch.Generator().manual_seed(seed * 7919 + step))
             rec = vae.decode(z).sample.float()
         kl = post.kl().mean() / x[0].numel()
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-3 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", kl=f"{kl.item():.3f}")
-            state["log"].append({"step": step, "loss": round(loss.item(), 5), "kl": round(kl.item(), 4)})
-        done = step + 1 == steps
-        if (step + 1) % 250 == 0 or done or stop.flag:
-            state["step"] = step + 1
-            state["wall_s"] = state.get("wall_s", 0) + time.time() - t0
-            t0 = time.time()
-            _save_st(d / "vae.safetensors", vae.state_dict())
-            torch.save(opt.state_dict(), d / "opt.pt")
-            _save_json(d / "state.json", state)
-            if stop.flag:
-                _pid_file(False)
-                raise SystemExit("vae: interrupted, checkpoint saved")
-    _pid_file(False)
+        return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x) + 1e-3 * kl, {"kl": kl}
+
+    if not _autoencoder_loop(d, vae, opt, state, steps=steps, seed=seed, stream=1, batch=batch, lr=lr, warmup=100,
+                             desc="vae", loss_fn=loss_fn, clip=list(vae.parameters())):
+        raise SystemExit("vae: interrupted, checkpoint saved")
     vae.eval()
     # latent scaling factor: 1 / std of posterior means over training scenes
     rng = np.random.default_rng([seed, 2])
@@ -250,34 +266,16 @@ def train_decoder(out: Path, steps: int, seed: int, resume: bool, batch: int = 3
     params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     state = _resume_stage(d, resume, vae, opt)
-    stop, t0 = _Stop(), time.time()
-    _pid_file(True)
-    bar = tqdm(range(state["step"], steps), desc="decoder", initial=state["step"], total=steps)
-    for step in bar:
-        rng = np.random.default_rng([seed, 5, step])
-        x = _render_tensor([S.sample_split_scene(rng, "train") for _ in range(batch)], rng)  # (B, 3, 32, 32)
-        for gp in opt.param_groups:
-            gp["lr"] = _lr(step, lr, 50, steps)
+
+    def loss_fn(x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean  # (B, 4, 16, 16)
         with torch.autocast("cpu", torch.bfloat16):
             rec = vae.decode(z).sample.float()
-        loss = F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            state["log"].append({"step": step, "loss": round(loss.item(), 5)})
-        if (step + 1) % 250 == 0 or step + 1 == steps or stop.flag:
-            state["step"], state["wall_s"] = step + 1, state.get("wall_s", 0) + time.time() - t0
-            t0 = time.time()
-            _save_st(d / "vae.safetensors", vae.state_dict())
-            torch.save(opt.state_dict(), d / "opt.pt")
-            _save_json(d / "state.json", state)
-            if stop.flag:
-                break
-    _pid_file(False)
+        return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x), {}
+
+    _autoencoder_loop(d, vae, opt, state, steps=steps, seed=seed, stream=5, batch=batch, lr=lr, warmup=50,
+                      desc="decoder", loss_fn=loss_fn)
     if state["step"] == steps:
         vae.save_pretrained(out / "vae_finetuned")
 
