@@ -26,6 +26,7 @@ class SearchState:
     cache_hits: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
+    step_profile: dict[str, float] = field(default_factory=dict)  # step -> quality loss of reusing it alone
 
 
 def write_checkpoint(path: Path, config: dict[str, Any], shape: tuple[int, ...], state: SearchState) -> None:
@@ -46,7 +47,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], SearchState]:
         raise ValueError(f"{path} is not valid JSON ({e}); start a new run with another --out") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} is not a dit-cache search checkpoint (version {CHECKPOINT_VERSION})")
-    return data, SearchState(**{k: data[k] for k in SearchState.__dataclass_fields__})
+    return data, SearchState(**{k: data[k] for k in SearchState.__dataclass_fields__ if k in data})
 
 
 def rng_to_json(state: tuple) -> list:

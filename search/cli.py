@@ -7,6 +7,7 @@ import json
 import sys
 
 from .nsga import SearchConfig, SearchError
+from .objectives import OBJECTIVES
 
 EPILOG = """example:
   dit-cache search --model tiny --prompts calib_prompts/shapes_calib.txt --num-prompts 16 \\
@@ -27,6 +28,7 @@ def _cmd(args: argparse.Namespace) -> int:
         cx_points=args.cx_points, mutpb=args.mutpb, indpb=args.indpb,
         late_bias=args.late_bias, clip_weights=args.clip_weights,
         forecast=args.forecast, forecast_order=args.forecast_order, init=list(args.init), multi_fidelity=args.multi_fidelity, mf_margin=args.mf_margin,
+        profile_seeds=not args.no_profile_seeds,
     )
     try:
         search = Search(cfg, args.out)
@@ -44,7 +46,7 @@ def _cmd(args: argparse.Namespace) -> int:
         return 0
     print(f"front ({len(summary['front'])} schedules) in {args.out}/front/:")
     for r in summary["front"]:
-        print(f"  {r['file']}: {r['macs_speedup']:.2f}x MACs, {cfg.objective} {r['quality']:.4g}")
+        print(f"  {r['file']}: {r['macs_speedup']:.2f}x MACs, {cfg.objective} loss {r['quality']:.4g}")
     print(json.dumps({k: summary[k] for k in ("evaluations", "cache_hits", "block_evals", "block_evals_naive",
                                               "prefix_sharing_saving", "wall_s")}))
     return 0
@@ -59,8 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts of the file")
     p.add_argument("--population", type=int, default=d.population, help=f"NSGA-II population (default {d.population})")
     p.add_argument("--generations", type=int, default=d.generations, help=f"generations (default {d.generations})")
-    p.add_argument("--objective", default=d.objective, choices=["fidelity", "adherence", "clip", "imagereward"],
-                   help="quality objective (default fidelity: latent MSE to the uncached output)")
+    p.add_argument("--objective", default=d.objective, choices=list(OBJECTIVES),
+                   help="quality objective (default fidelity: mean latent MSE to the uncached output; psnr: mean "
+                   "per-prompt latent PSNR deficit, robust to the few prompts that bifurcate under caching)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (also picks the noise seeds)")
     p.add_argument("--workers", type=int, default=d.workers, help="parallel evaluation processes (default 1)")
@@ -88,6 +91,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--forecast-order", type=int, default=d.forecast_order, help="Taylor order of forecast cells (default 1)")
     p.add_argument("--init", nargs="*", default=[], metavar="SCHEDULE",
                    help="schedule files (dit-cache or ECAD JSON) added to the initial population, e.g. a previous front")
+    p.add_argument("--no-profile-seeds", action="store_true",
+                   help="skip the step profile (one probe per step: reuse that step alone) and its seeds "
+                   "'reuse the k steps with the lowest probe error' (ERTACache's step selection)")
     p.add_argument("--multi-fidelity", action="store_true",
                    help="children see the first --batch-size prompts first; the rest only if no parent dominates "
                    "them there by more than --mf-margin (changes results; off by default)")

@@ -44,6 +44,7 @@ class SearchConfig:
     init: list[str] = field(default_factory=list)  # schedule files (dit-cache or ECAD) seeding the population
     multi_fidelity: bool = False  # children: first prompt batch, the rest only if they can still reach the front
     mf_margin: float = 0.1
+    profile_seeds: bool = True  # probe each step's reuse error first and seed "reuse the k best steps"
 
     def check(self) -> None:
         """Raise SearchError naming the fix for an invalid setting."""

@@ -84,12 +84,58 @@ def two_phase(space: ScheduleSpace, steps: int, early: int, late: int, switch: i
                                  "generator": {"kind": "two_phase", "early": early, "late": late, "switch": switch}})
 
 
-def heuristic_seeds(space: ScheduleSpace, steps: int) -> list[Schedule]:
-    """Initial population seeds: compute-all, FORA N=2..6, Δ-DiT-like, per-component evenly spaced caching,
-    then FORA with 2 or 4 warm-up steps and two-phase FORA (denser before a switch step, sparser after,
-    or the reverse), in that order (a small population keeps the first ones)."""
+def step_probe(space: ScheduleSpace, steps: int, step: int) -> Schedule:
+    """Compute everything except step `step`, where every cell reuses (one probe of the step profile)."""
+    arr = dc.compute_all(space, steps).compute.copy()
+    arr[step] &= ~evolvable(space, steps)[step]
+    return Schedule(arr, space, {"name": f"probe-step-{step}"})
+
+
+def profiled_seeds(space: ScheduleSpace, steps: int, errors: dict[int, float]) -> list[Schedule]:
+    """For k = 1, 2, ..: reuse k steps picked greedily by lowest probe error (reusing that step alone), with
+    runs of consecutive reuse steps no longer than the shortest run length m that admits k steps.
+
+    ERTACache's offline step selection (arXiv 2508.21091, step (1), with its cap on consecutive reuse)
+    turned into seeds: the probes share compute-all's prefixes, and the search refines per block and
+    component. Without the cap the k best steps cluster (e.g. 12..17) and their errors compound.
+    """
+    order = sorted(errors, key=lambda i: (errors[i], i))
+    mask = evolvable(space, steps)
+    out, seen = [], set()
+    for k in range(1, len(order)):
+        for m in range(1, len(order) + 1):
+            chosen: set[int] = set()
+            for i in order:
+                if len(chosen) == k:
+                    break
+                lo, hi = i, i
+                while lo - 1 in chosen:
+                    lo -= 1
+                while hi + 1 in chosen:
+                    hi += 1
+                if hi - lo + 1 <= m:
+                    chosen.add(i)
+            if len(chosen) == k:
+                break
+        key = tuple(sorted(chosen))
+        if len(chosen) < k or key in seen:
+            continue
+        seen.add(key)
+        arr = dc.compute_all(space, steps).compute.copy()
+        idx = list(key)
+        arr[idx] &= ~mask[idx]
+        out.append(Schedule(arr, space, {"name": f"profiled-{k}"}))
+    return out
+
+
+def heuristic_seeds(space: ScheduleSpace, steps: int, profile: dict[int, float] | None = None) -> list[Schedule]:
+    """Initial population seeds: compute-all, FORA N=2..6, the profiled seeds of `profile` (step -> probe
+    error, see `profiled_seeds`), Δ-DiT-like, per-component evenly spaced caching, then FORA with 2 or 4
+    warm-up steps and two-phase FORA (denser before a switch step, sparser after, or the reverse), in that
+    order (a small population keeps the first ones)."""
     seeds = [dc.compute_all(space, steps)]
     seeds += [dc.fora(space, steps, n) for n in range(2, 7) if n < steps]
+    seeds += profiled_seeds(space, steps, profile) if profile else []
     seeds += [delta_dit(space, steps, 2), delta_dit(space, steps, 3)]
     for n in (2, 3, 4):
         seeds += [dc.cache_component(space, steps, c, n) for c in space.components if n < steps]

@@ -201,9 +201,19 @@ class Search:
             out.append(s)
         return out
 
-    def initial_population(self) -> list[_Ind]:
-        """Compute-all, the --init schedules, heuristic seeds (FORA, Δ-DiT-like, per-component), then random."""
-        heur = G.heuristic_seeds(self.space, self.cfg.steps)
+    def step_profile(self) -> dict[int, float]:
+        """Quality loss of reusing each step 1..S−1 alone (whole step, every block and component): one probe
+        schedule per step, evaluated like any candidate (fitness cache, prefix sharing, counted)."""
+        steps = range(1, self.cfg.steps)
+        probes = [_Ind(self._genome(G.step_probe(self.space, self.cfg.steps, i).compute)) for i in steps]
+        self.evaluate(probes, count_hits=False)
+        self.state.step_profile = {str(i): p.fitness.values[1] for i, p in zip(steps, probes)}
+        return {i: p.fitness.values[1] for i, p in zip(steps, probes)}
+
+    def initial_population(self, profile: dict[int, float] | None = None) -> list[_Ind]:
+        """Compute-all, the --init schedules, heuristic seeds (FORA, profiled, Δ-DiT-like, per-component),
+        then random."""
+        heur = G.heuristic_seeds(self.space, self.cfg.steps, profile)
         seeds = [heur[0], *self.load_init(), *heur[1:]]
         for s in seeds:
             self.check_schedule(s)
@@ -351,7 +361,7 @@ class Search:
         self.reference = self._references()
         if pop is None:
             self._store(_Ind(self._genome(dc.compute_all(self.space, self.cfg.steps).compute)), self.reference)
-            pop = self.initial_population()
+            pop = self.initial_population(self.step_profile() if self.cfg.profile_seeds else None)
             self.evaluate(pop)
             pop = self.select(pop, [])
             self.state.generation = 0

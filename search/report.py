@@ -29,24 +29,34 @@ def plot_front(history: list[dict[str, Any]], named: list[tuple[str, float, floa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .objectives import PSNR_CAP_DB
+
+    psnr = objective == "psnr"  # plot the latent PSNR itself (higher is better), compute-all (exact) left out
+
+    def y_of(q: float) -> float:
+        return PSNR_CAP_DB - q if psnr else q
+
+    history = [{**h, "front": [p for p in h["front"] if not (psnr and p[1] == 0)]} for h in history]
+    named = [(m, x, y_of(q)) for m, x, q in named if not (psnr and q == 0)]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     cmap = plt.get_cmap("viridis")
     n = max(1, len(history) - 1)
     for h in history:
         pts = sorted(h["front"])
-        xs, ys = [1 / p[0] for p in pts], [p[1] for p in pts]
+        xs, ys = [1 / p[0] for p in pts], [y_of(p[1]) for p in pts]
         ax.plot(xs, ys, "o-", ms=3, lw=0.8, color=cmap(h["generation"] / n), alpha=0.9)
     for name, x, y in named:
         if (name.startswith("fora-") and "-w" not in name and "to" not in name) or name == "compute-all":
             ax.plot(1 / x, y, "kx", ms=6)
             ax.annotate(name, (1 / x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     pos = [p[1] for h in history for p in h["front"] if p[1] > 0]
-    if pos and max(pos) / min(pos) > 100:  # errors span decades: symmetric log keeps the zero of compute-all
+    if pos and max(pos) / min(pos) > 100 and not psnr:  # errors span decades: symmetric log keeps the zero of compute-all
         ax.set_yscale("symlog", linthresh=min(pos))
     sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, n))
     fig.colorbar(sm, ax=ax, label="generation")
     ax.set_xlabel("MACs speedup vs compute-all (×)")
-    ax.set_ylabel({"fidelity": "latent MSE vs uncached", "adherence": "1 − adherence"}.get(objective, "quality loss"))
+    ax.set_ylabel({"fidelity": "latent MSE vs uncached", "psnr": "latent PSNR vs uncached, dB (higher is better)",
+                   "adherence": "1 − adherence"}.get(objective, "quality loss"))
     ax.set_title("learned Pareto front per generation")
     ax.grid(alpha=0.3)
     fig.tight_layout()
