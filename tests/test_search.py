@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -545,8 +546,11 @@ def test_adherence_objective_and_validation_on_the_embedded_model(tmp_path):
     dc.fora(space, 6, 3).save(tmp_path / "front" / "front_00.json")
     res = validate(tmp_path, "tiny", prompts, [7, 8, 9], dynamic=False, pipe=tiny)
     rows = {r["variant"]: r for r in res["rows"]}
-    assert res["verdicts"]["metrics"] == ["latent_mse", "adherence"]
+    assert res["verdicts"]["metrics"] == ["psnr_db", "adherence"]
+    assert set(res["verdicts"]["by_rule"]) == {"psnr", "latent_psnr", "latent_mse", "psnr, adherence within noise"}
     assert "fast_and_adherent" in res["verdicts"]
+    assert len(rows["fora-3"]["adherence_per_prompt"]) == 3
+    assert sum(rows["fora-3"]["adherence_per_prompt"]) / 3 == pytest.approx(rows["fora-3"]["adherence"])
     from search.validate import generate
 
     lat, _ = generate(tiny, prompts, [7, 8, 9], 6)
@@ -621,3 +625,84 @@ def test_heuristic_seeds_include_warmup_and_two_phase_fora(pixart_space):
     assert len(names) == len(set(names))
     s = two_phase(pixart_space, 12, 2, 4, 6)
     assert [bool(s.compute[i].all()) for i in range(12)] == [i in (0, 2, 4, 6, 10) for i in range(12)]
+
+
+def test_step_profile_probes_every_step_once(baseline):
+    """Steps 1..S-1 are each probed (that step reused alone) as ordinary cached evaluations; the profile is
+    checkpointed, and the profiled seeds are in the initial population's fitness cache too."""
+    from search.genome import profiled_seeds, step_probe
+
+    summary, _, s = baseline
+    prof = {int(k): v for k, v in s.state.step_profile.items()}
+    assert sorted(prof) == list(range(1, STEPS))
+    for i, err in prof.items():
+        probe = step_probe(s.space, STEPS, i)
+        assert not probe.compute[i][s.mask[i]].any()
+        assert probe.compute[[j for j in range(STEPS) if j != i]].all()
+        assert s.state.fitness[s._ind_key(probe.compute)]["quality"] == err > 0
+    ck = json.loads((Path(summary["_out"]) / "checkpoint.json").read_text())
+    assert {int(k): v for k, v in ck["step_profile"].items()} == prof
+    seeds = profiled_seeds(s.space, STEPS, prof)
+    assert seeds and s._ind_key(seeds[0].compute) in s.state.fitness
+
+
+def test_profiled_seeds_pick_low_error_steps_without_clustering(pixart_space):
+    from search.genome import evolvable, profiled_seeds
+
+    errs = {i: 1.0 for i in range(1, 20)}
+    errs.update({12: 0.1, 13: 0.1, 14: 0.1, 15: 0.2, 3: 0.3})
+    seeds = profiled_seeds(pixart_space, 20, errs)
+    mask = evolvable(pixart_space, 20)
+    reused = []
+    for s in seeds:
+        assert (s.compute | mask).all() and s.compute[0].all()  # only evolvable cells ever reuse
+        steps = [i for i in range(1, 20) if not s.compute[i][mask[i]].any()]
+        assert all(s.compute[i].all() for i in range(20) if i not in steps)  # whole steps only
+        reused.append(steps)
+    assert reused[:4] == [[12], [12, 14], [3, 12, 14], [1, 3, 12, 14]]  # lowest errors, no two adjacent
+    assert [len(r) for r in reused] == sorted({len(r) for r in reused})  # one seed per k, increasing
+    longest = [max(len(list(g)) for inside, g in itertools.groupby(range(20), key=r.__contains__) if inside)
+               for r in reused]
+    assert max(n for n, r in zip(longest, reused) if len(r) <= 12) <= 2  # 2-runs fit 12 of 19 steps
+    assert len(reused[-1]) == 18  # all but one step
+
+
+def test_psnr_objective_and_no_profile_seeds(pipe, prompts_file, tmp_path):
+    from search.genome import step_probe
+    from search.objectives import PSNR_CAP_DB, latent_psnr
+
+    _, s = _run(pipe, _cfg(prompts_file, objective="psnr", generations=1, profile_seeds=False), tmp_path / "p")
+    assert s.state.step_profile == {}
+    assert s._ind_key(step_probe(s.space, STEPS, 1).compute) not in s.state.fitness
+    full = s.state.fitness[s._ind_key(dc.compute_all(s.space, STEPS).compute)]
+    assert full["quality"] == 0.0 and full["metrics"]["latent_psnr_db"] == PSNR_CAP_DB
+    fora2 = s.state.fitness[s._ind_key(dc.fora(s.space, STEPS, 2).compute)]
+    fora3 = s.state.fitness[s._ind_key(dc.fora(s.space, STEPS, 3).compute)]
+    assert 0 < fora2["quality"] < fora3["quality"]  # more reuse, larger deficit
+    assert fora2["quality"] == pytest.approx(PSNR_CAP_DB - fora2["metrics"]["latent_psnr_db"])
+    a, b = torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 0.1)
+    assert latent_psnr(a, b).tolist() == pytest.approx([20.0, 20.0])
+    assert latent_psnr(a, a).tolist() == [PSNR_CAP_DB, PSNR_CAP_DB]
+
+
+def test_validation_rules_psnr_mse_and_paired_adherence():
+    from search.validate import paired_not_worse, to_markdown, verdicts
+
+    n = 40
+    base = [1.0] * 20 + [0.5] * 20
+
+    def row(name, kind, speed, psnr, mse, adh):
+        return {"variant": name, "kind": kind, "macs_speedup": speed, "psnr_db": psnr, "latent_psnr_db": psnr,
+                "latent_mse": mse, "adherence": sum(adh) / n, "all_correct": 0.0, "adherence_per_prompt": adh}
+
+    rows = [row("uncached", "baseline", 1.0, float("inf"), 0.0, base),
+            row("fora-2", "fora", 2.0, 40.0, 0.01, base),
+            row("learned", "front", 2.0, 41.0, 0.02, [*base[:-1], 0.25]),  # one prompt a quarter worse
+            ]
+    v = verdicts(rows)
+    assert v["dominated"]["fora-2"] == []  # strictly lower adherence
+    assert v["by_rule"]["latent_mse"]["fora-2"] == []
+    assert v["by_rule"]["psnr, adherence within noise"]["fora-2"] == ["learned"]  # one judgment is noise
+    assert paired_not_worse(base, base) and not paired_not_worse([0.0] * n, base)
+    md = to_markdown({"rows": rows, "verdicts": v})
+    assert "| fora-2 | **not dominated** | **not dominated** | **not dominated** | learned |" in md
