@@ -481,18 +481,20 @@ def initial_pipeline(model: Path | str, seed: int = 0) -> PixArtAlphaPipeline:
 
 
 def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.5,
-             n_real: int = 2048, with_initial: bool = True) -> dict:
-    """Adherence on held-out single-object prompts + shapes-FID vs real held-out renders (trained and initial)."""
+             n_real: int = 2048, with_initial: bool = True, split: str = "heldout") -> dict:
+    """Adherence on single-object prompts of `split` (held-out by default; 'val' for tuning sampler settings)
+    + shapes-FID vs real renders of the same split (trained and initial)."""
     sc = scorer()
     adherence, load_classifier, shapes_fid = sc.adherence, sc.load_classifier, sc.shapes_fid
 
     torch.set_num_threads(2)
     clf = load_classifier()
-    prompts = [c for _, c in S.split_prompts("heldout", num_prompts, seed=seed, n_objects=1)]
+    prompts = [c for _, c in S.split_prompts(split, num_prompts, seed=seed, n_objects=1)]
     rng = np.random.default_rng([seed, 99])
-    real_scenes = [S.sample_split_scene(rng, "heldout", 0.0) for _ in range(n_real)]
+    real_scenes = [S.sample_split_scene(rng, split, 0.0) for _ in range(n_real)]
     real = torch.from_numpy(S.render_batch(real_scenes, RES, jitter=rng)).permute(0, 3, 1, 2).contiguous()
-    res = {"num_prompts": len(prompts), "steps": steps, "guidance": guidance, "seed": seed, "n_real": n_real}
+    res = {"split": split, "num_prompts": len(prompts), "steps": steps, "guidance": guidance, "seed": seed,
+           "n_real": n_real}
     t0 = time.time()
     imgs = generate(load_pipeline(model), prompts, seed=seed, steps=steps, guidance=guidance)
     res["gen_time_s"] = round(time.time() - t0, 1)
@@ -504,7 +506,7 @@ def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20
         res["initial"]["shapes_fid"] = round(shapes_fid(imgs0, real, clf), 3)
     # reference: FID between two disjoint real sets of the same size as the generated set
     rng2 = np.random.default_rng([seed, 98])
-    real2 = S.render_batch([S.sample_split_scene(rng2, "heldout", 0.0) for _ in range(len(prompts))], RES, jitter=rng2)
+    real2 = S.render_batch([S.sample_split_scene(rng2, split, 0.0) for _ in range(len(prompts))], RES, jitter=rng2)
     res["real_vs_real_fid"] = round(shapes_fid(torch.from_numpy(real2).permute(0, 3, 1, 2).contiguous(), real, clf), 3)
     return res
 
@@ -592,6 +594,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-prompts", type=int, default=256)
     ap.add_argument("--guidance", type=float, default=4.5, help="evaluate/grid: CFG scale")
     ap.add_argument("--no-initial", action="store_true", help="evaluate: skip the untrained baseline")
+    ap.add_argument("--split", default="heldout", choices=["heldout", "val"],
+                    help="evaluate: prompt split (default heldout, the quality bar; val for tuning sampler settings)")
     ap.add_argument("--json", type=Path, default=None, help="evaluate: also write results here")
     ap.add_argument("--grid-path", type=Path, default=Path("docs/tiny-pixart-shapes-grid.png"))
     a = ap.parse_args(argv)
@@ -613,7 +617,8 @@ def main(argv: list[str] | None = None) -> None:
     if a.stage in ("all", "export"):
         print("exported to", export(a.out, a.export_dir or a.out / "pipeline", a.seed, command))
     if a.stage == "evaluate":
-        res = evaluate(a.model, a.num_prompts, a.seed, guidance=a.guidance, with_initial=not a.no_initial)
+        res = evaluate(a.model, a.num_prompts, a.seed, guidance=a.guidance, with_initial=not a.no_initial,
+                       split=a.split)
         print(json.dumps(res, indent=1))
         if a.json:
             _save_json(a.json, res)
