@@ -337,13 +337,38 @@ def _track(tok, te, vae, dit, prompts: list[str], seed: int) -> dict:
     return {k: round(v, 4) for k, v in sc.adherence(imgs, prompts).items()}
 
 
+def draw_indices(g: torch.Generator, n: int, batch: int, groups: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 p_two: float | None = None) -> torch.Tensor:
+    """Pool indices (batch,) for one step: uniform over the pool, then (with `groups` = single- and two-object
+    indices) re-drawn from the two-object group with probability `p_two`, else from the single-object one."""
+    idx = torch.randint(0, n, (batch,), generator=g)
+    if groups is None or p_two is None:
+        return idx
+    pick_two = (torch.rand(batch, generator=g) < p_two).tolist()
+    u = torch.rand(batch, generator=g).tolist()
+    return torch.stack([groups[int(b)][int(x * len(groups[int(b)]))] for b, x in zip(pick_two, u)])
+
+
+def draw_timesteps(g: torch.Generator, batch: int, t_bias: float = 0.0) -> torch.Tensor:
+    """Training timesteps (batch,): uniform, then for `t_bias` B > 0 re-drawn with density ∝ (t/T)^B (inverse CDF)."""
+    t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (batch,), generator=g)
+    if t_bias <= 0:
+        return t
+    u = torch.rand(batch, generator=g)
+    return (NUM_TRAIN_TIMESTEPS * u ** (1 / (1 + t_bias))).long().clamp(max=NUM_TRAIN_TIMESTEPS - 1)
+
+
 def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, lr: float = 1e-3, warmup: int = 200,
               ema_decay: float = 0.999, min_snr: float = 5.0, pool: int = 40000, eval_every: int = 500,
-              max_minutes: float = 0.0, hidden: int = 128, fg_weight: float = 0.0, fg_from: int = 0) -> None:
+              max_minutes: float = 0.0, hidden: int = 128, fg_weight: float = 0.0, fg_from: int = 0,
+              p_two: float | None = None, t_bias: float = 0.0) -> None:
     """Train the PixArt transformer and the T5 encoder jointly: v-prediction, min-SNR weighting, EMA, CFG dropout.
 
     `fg_weight` > 0 multiplies the loss on object pixels by (1 + fg_weight) from step `fg_from` on: objects cover only
     ~3-10 % of the image, so without it the loss (and learning) is dominated by the background.
+    `p_two`: probability that a sample is a two-object scene (None: the pool's own mix, ~0.4).
+    `min_snr` <= 0: uniform v-loss weight instead of min-SNR-γ. `t_bias` B > 0 draws timesteps with density
+    ∝ (t/T)^B (more high-noise steps, where the layout is decided); 0 = uniform.
     """
     d = out / "dit_ckpt"
     d.mkdir(parents=True, exist_ok=True)
@@ -363,6 +388,9 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
         opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
     z_pool, scenes = _latent_pool(out, vae, pool, seed)
     fg_pool = _pool_masks(scenes, seed) if fg_weight > 0 else None  # (N, 1, 16, 16)
+    if p_two is not None:
+        two = torch.tensor([len(sc.objects) > 1 for sc in scenes])
+        groups = (torch.nonzero(~two).flatten(), torch.nonzero(two).flatten())  # single-, two-object indices
     ab = build_scheduler().alphas_cumprod  # (1000,)
     val_prompts = [c for _, c in S.split_prompts("val", 64, seed=seed + 11, n_objects=1)]
     stop, t0 = _Stop(), time.time()
@@ -381,18 +409,20 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
     for step in bar:
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
         rng = np.random.default_rng([seed, 4, step])
-        idx = torch.randint(0, len(z_pool), (batch,), generator=g)
+        idx = draw_indices(g, len(z_pool), batch, groups if p_two is not None else None, p_two)
         x0 = z_pool[idx]  # (B, 4, 16, 16)
         caps = ["" if rng.random() < P_UNCOND else S.caption(scenes[i], int(rng.integers(S.NUM_TEMPLATES)))
                 for i in idx.tolist()]
         ti = tok(caps, padding="max_length", max_length=TEXT_LEN, truncation=True, return_tensors="pt")
-        t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (batch,), generator=g)
+        t = draw_timesteps(g, batch, t_bias)
         a = ab[t].sqrt().view(-1, 1, 1, 1)
         s = (1 - ab[t]).sqrt().view(-1, 1, 1, 1)
         eps = torch.randn(x0.shape, generator=g)
         xt, v = a * x0 + s * eps, a * eps - s * x0
         snr = ab[t] / (1 - ab[t])
         w = (snr.clamp(max=min_snr) / (snr + 1)).view(-1, 1, 1, 1)  # min-SNR-gamma for v-prediction
+        if min_snr <= 0:
+            w = torch.ones_like(w)
         # progress = steps done, or wall time used if a --max-minutes budget runs out first (LR tail still happens)
         elapsed = wall0 + time.time() - t0
         eff = step if max_minutes <= 0 else max(step, int(steps * elapsed / (60 * max_minutes)))
@@ -584,6 +614,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--fg-weight", type=float, default=0.0, help="extra loss weight on object pixels")
     ap.add_argument("--fg-from", type=int, default=0, help="step from which --fg-weight applies")
+    ap.add_argument("--min-snr", type=float, default=5.0, help="dit: min-SNR-γ loss weighting (<= 0: uniform v-loss)")
+    ap.add_argument("--t-bias", type=float, default=0.0,
+                    help="dit: timestep density ∝ (t/T)^B, B > 0 favours high noise (default 0: uniform)")
+    ap.add_argument("--p-two", type=float, default=None,
+                    help="dit: probability of a two-object training sample (default: the pool's mix, ~0.4)")
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--pool", type=int, default=40000, help="number of pre-encoded training scenes")
     ap.add_argument("--max-minutes", type=float, default=0.0, help="stop the dit stage after this wall time")
@@ -611,7 +646,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.stage in ("all", "dit"):
         train_dit(a.out, a.steps, a.seed, a.resume, batch=a.batch, lr=a.lr, warmup=a.warmup, ema_decay=a.ema,
                   pool=a.pool, eval_every=a.eval_every, max_minutes=a.max_minutes, hidden=a.hidden,
-                  fg_weight=a.fg_weight, fg_from=a.fg_from)
+                  fg_weight=a.fg_weight, fg_from=a.fg_from, p_two=a.p_two, min_snr=a.min_snr, t_bias=a.t_bias)
     if a.stage == "decoder" or (a.stage == "all" and a.dec_steps > 0):
         train_decoder(a.out, a.dec_steps, a.seed, a.resume)
     if a.stage in ("all", "export"):
