@@ -207,8 +207,9 @@ class Search:
         steps = range(1, self.cfg.steps)
         probes = [_Ind(self._genome(G.step_probe(self.space, self.cfg.steps, i).compute)) for i in steps]
         self.evaluate(probes, count_hits=False)
-        self.state.step_profile = {str(i): p.fitness.values[1] for i, p in zip(steps, probes)}
-        return {i: p.fitness.values[1] for i, p in zip(steps, probes)}
+        prof = {i: p.fitness.values[1] for i, p in zip(steps, probes)}
+        self.state.step_profile = {str(i): v for i, v in prof.items()}  # JSON keys
+        return prof
 
     def initial_population(self, profile: dict[int, float] | None = None) -> list[_Ind]:
         """Compute-all, the --init schedules, heuristic seeds (FORA, profiled, Δ-DiT-like, per-component),
