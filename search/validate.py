@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 import dit_cache as dc
-from eval.fidelity import to_uint8
+from eval.fidelity import psnr, to_uint8
 
 from .loop import GUIDANCE_SCALE, pipeline_size
 from .objectives import ATTRIBUTES, decode, latent_mse, latent_psnr
@@ -111,9 +111,8 @@ def run_calibration_prompts(run: Path, n: int) -> list[str]:
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = ((a - b) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-12)
-    vals = 10 * torch.log10(1.0 / mse)
-    return float("inf") if bool((a == b).all()) else float(vals.mean())
+    """Mean per-image PSNR of decoded images (`eval.fidelity.psnr`, as the demo and `dit-cache eval`)."""
+    return float("inf") if bool((a == b).all()) else psnr(a, b)
 
 
 LOWER_IS_BETTER = ("latent_mse",)

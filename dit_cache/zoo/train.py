@@ -344,9 +344,10 @@ def draw_indices(g: torch.Generator, n: int, batch: int, groups: tuple[torch.Ten
     idx = torch.randint(0, n, (batch,), generator=g)
     if groups is None or p_two is None:
         return idx
-    pick_two = (torch.rand(batch, generator=g) < p_two).tolist()
-    u = torch.rand(batch, generator=g).tolist()
-    return torch.stack([groups[int(b)][int(x * len(groups[int(b)]))] for b, x in zip(pick_two, u)])
+    pick_two = torch.rand(batch, generator=g) < p_two
+    u = torch.rand(batch, generator=g)
+    single, two = groups
+    return torch.where(pick_two, two[(u * len(two)).long()], single[(u * len(single)).long()])
 
 
 def draw_timesteps(g: torch.Generator, batch: int, t_bias: float = 0.0) -> torch.Tensor:
