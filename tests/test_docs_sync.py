@@ -1,0 +1,72 @@
+"""The numbers quoted in README.md and the docs are the ones in the result files they cite.
+
+Each table is re-rendered from its JSON with the same function that printed it, so a re-measurement
+that is not copied into the docs (or a hand edit of a quoted number) fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = (ROOT / "README.md").read_text()
+TRAINING = (ROOT / "dit_cache" / "zoo" / "tiny-pixart-shapes" / "TRAINING.md").read_text()
+
+
+def _load(name: str) -> dict:
+    """A JSON result file."""
+    return json.loads((RESULTS / name).read_text())
+
+
+def test_readme_demo_table_is_demo_json() -> None:
+    from eval.demo import format_table
+
+    assert format_table(_load("demo.json")["rows"]) in README
+
+
+def test_readme_backends_table_is_backends_json() -> None:
+    spec = importlib.util.spec_from_file_location("bench_backends", ROOT / "benchmarks" / "backends.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    table = mod.table(_load("backends.json")["points"])
+    assert table in README
+    assert table in (RESULTS / "backends.md").read_text()
+
+
+def test_search_validation_markdown_is_its_json() -> None:
+    from search.validate import to_markdown
+
+    md = (ROOT / "docs" / "search_validation_shapes.md").read_text()
+    assert md.strip() == to_markdown(_load("search_validation_shapes.json")).strip()
+
+
+def test_readme_search_summary_is_history_json() -> None:
+    h = _load("search_shapes_history.json")
+    assert f"{h['evaluations']:,} schedules evaluated" in README
+    assert f"block evaluations {h['prefix_sharing_saving']:.2f}×" in README
+    assert f"{h['wall_s'] / 60:.0f}-minute search" in README
+
+
+def test_readme_eval_table_is_the_report() -> None:
+    report = (ROOT / "docs" / "eval_report_tiny" / "report.md").read_text().splitlines()
+    rows = [ln for ln in report if ln.startswith("| ")]
+    assert len(rows) >= 3
+    missing = [r for r in rows if r not in README]
+    assert not missing, missing
+
+
+@pytest.mark.parametrize("doc", ["README", "TRAINING"])
+def test_model_adherence_rows_are_evaluation_json(doc: str) -> None:
+    ev = json.loads((ROOT / "dit_cache" / "zoo" / "tiny-pixart-shapes" / "evaluation.json").read_text())
+    text = README if doc == "README" else TRAINING
+    for key in ("trained", "initial"):
+        r = ev[key]
+        exact = [round(r[a] * r["n"]) / r["n"] for a in ("color", "shape", "size", "position")]  # k/n, not 4-digit
+        cells = " | ".join(f"{v:.3f}" for v in exact)
+        assert cells in text, (key, cells)
+        assert f"{r['shapes_fid']:.1f}" in text, (key, r["shapes_fid"])
