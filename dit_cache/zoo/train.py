@@ -1,9 +1,10 @@
 """Train the embedded default model `tiny-pixart-shapes` (a tiny PixArt-alpha pipeline) on procedural shapes.
 
 Stages (default `all` = vae -> dit -> [decoder if --dec-steps] -> export; each resumable with --resume).
-The shipped weights (see tiny-pixart-shapes/TRAINING.md for the exact commands):
-  python -m dit_cache.zoo.train --out runs/tiny-pixart-shapes --export-dir dit_cache/zoo/tiny-pixart-shapes \
-      --vae-steps 900 --steps 4000 --batch 32 --max-minutes 57 --threads 1 --fg-weight 4 --fg-from 572
+The shipped weights (~1 h 50 min on a 2-core CPU; tiny-pixart-shapes/TRAINING.md has the stages and their log):
+  python -m dit_cache.zoo.train --out runs/tiny-pixart-shapes-v3 --export-dir dit_cache/zoo/tiny-pixart-shapes \
+      --vae-steps 900 --steps 5500 --batch 32 --lr 1e-3 --eval-every 400 --max-minutes 100 --threads 1 \
+      --fg-weight 4 --min-snr 0 --dec-steps 3000
   python -m dit_cache.zoo.train vae|dit|decoder|export --out runs/tiny-pixart-shapes ...
   python -m dit_cache.zoo.train scorer                      # trains eval/weights/shapes_scorer.safetensors
   python -m dit_cache.zoo.train evaluate --model dit_cache/zoo/tiny-pixart-shapes --num-prompts 256
