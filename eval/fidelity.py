@@ -20,13 +20,17 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean per-image PSNR (dB) of float images in [0, 1], (N, C, H, W); identical images give +inf."""
+def psnr_per_image(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR (N,) in dB of float images in [0, 1], (N, C, H, W); identical images give +inf."""
     if images.shape != reference.shape:
         raise ValueError(f"shape mismatch: {tuple(images.shape)} vs {tuple(reference.shape)}")
-    vals = peak_signal_noise_ratio(images.float(), reference.float(), data_range=1.0, reduction="none",
+    return peak_signal_noise_ratio(images.float(), reference.float(), data_range=1.0, reduction="none",
                                    dim=(1, 2, 3))
-    return float(vals.mean())
+
+
+def psnr(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean per-image PSNR (dB) of float images in [0, 1], (N, C, H, W); identical images give +inf."""
+    return float(psnr_per_image(images, reference).mean())
 
 
 def latent_mse(latents: torch.Tensor, reference: torch.Tensor) -> float:

@@ -63,7 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generations", type=int, default=d.generations, help=f"generations (default {d.generations})")
     p.add_argument("--objective", default=d.objective, choices=list(OBJECTIVES),
                    help="quality objective (default fidelity: mean latent MSE to the uncached output; psnr: mean "
-                   "per-prompt latent PSNR deficit, robust to the few prompts that bifurcate under caching)")
+                   "per-prompt latent PSNR deficit, robust to the few prompts that bifurcate under caching; image-psnr: "
+                   "the same on the decoded images, the metric search.validate and dit-cache eval judge by)")
     p.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (also picks the noise seeds)")
     p.add_argument("--workers", type=int, default=d.workers, help="parallel evaluation processes (default 1)")

@@ -6,6 +6,9 @@
   Same distance, averaged in the log domain: a mean MSE is carried by the few prompts whose trajectory
   bifurcates under caching (on 96 held-out shapes prompts, 5 prompts hold 69 % of FORA N=2's mean MSE and
   the ranking of FORA N=2 vs ERTACache flips between prompt sets), the mean of logs ranks the typical image.
+* ``image-psnr``: the same deficit on the *decoded images* (per-image PSNR in [0, 1], capped at 100 dB) — the
+  quantity `search.validate`, `dit-cache eval` and the demo judge fidelity by. Latent and image PSNR can rank
+  schedules differently (the VAE decoder weights latent errors unevenly); costs one VAE decode per candidate.
 * ``adherence``: 1 − mean attribute accuracy (colour, shape, size, position) of the embedded model's shapes
   scorer on the decoded images (smoother than the all-correct rate, which is near 0 for a weak model).
 * ``clip``: 1 − mean cosine similarity of open_clip image and text embeddings (local weights only).
@@ -21,9 +24,10 @@ from typing import Any
 import torch
 
 from eval.fidelity import decode_latents as decode
+from eval.fidelity import psnr_per_image
 from eval.fidelity import to_uint8
 
-OBJECTIVES = ("fidelity", "psnr", "adherence", "clip", "imagereward")
+OBJECTIVES = ("fidelity", "psnr", "image-psnr", "adherence", "clip", "imagereward")
 PSNR_CAP_DB = 100.0  # latent PSNR (peak 1) above this counts as exact: MSE floor 1e-10
 ATTRIBUTES = ("color", "shape", "size", "position")  # adherence = mean accuracy over these
 
@@ -57,6 +61,8 @@ def make_objective(name: str, pipe: Any, prompts: list[str], *, clip_weights: st
             db = float(latent_psnr(lat, ref).mean())
             return {"quality": PSNR_CAP_DB - db, "latent_psnr_db": db, "latent_mse": float(latent_mse(lat, ref).mean())}
         return psnr
+    if name == "image-psnr":
+        return _image_psnr(pipe)
     if name == "adherence":
         return _adherence(pipe, prompts)
     if name == "clip":
@@ -64,6 +70,19 @@ def make_objective(name: str, pipe: Any, prompts: list[str], *, clip_weights: st
     if name == "imagereward":
         return _imagereward(pipe, prompts)
     raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
+def _image_psnr(pipe: Any):
+    decoded: dict[str, Any] = {"ref": None, "img": None}  # the reference batch is decoded once, not per candidate
+
+    def image_psnr(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+        if decoded["ref"] is not ref:
+            decoded["ref"], decoded["img"] = ref, decode(pipe, ref)
+        db = psnr_per_image(decode(pipe, lat), decoded["img"]).clamp(max=PSNR_CAP_DB).mean()
+        return {"quality": PSNR_CAP_DB - float(db), "psnr_db": float(db),
+                "latent_psnr_db": float(latent_psnr(lat, ref).mean()), "latent_mse": float(latent_mse(lat, ref).mean())}
+
+    return image_psnr
 
 
 def _adherence(pipe: Any, prompts: list[str]):

@@ -31,7 +31,7 @@ def plot_front(history: list[dict[str, Any]], named: list[tuple[str, float, floa
 
     from .objectives import PSNR_CAP_DB
 
-    psnr = objective == "psnr"  # plot the latent PSNR itself (higher is better), compute-all (exact) left out
+    psnr = objective in ("psnr", "image-psnr")  # plot the PSNR itself (higher is better), compute-all (exact) left out
 
     def y_of(q: float) -> float:
         return PSNR_CAP_DB - q if psnr else q
@@ -56,6 +56,7 @@ def plot_front(history: list[dict[str, Any]], named: list[tuple[str, float, floa
     fig.colorbar(sm, ax=ax, label="generation")
     ax.set_xlabel("MACs speedup vs compute-all (×)")
     ax.set_ylabel({"fidelity": "latent MSE vs uncached", "psnr": "latent PSNR vs uncached, dB (higher is better)",
+                   "image-psnr": "image PSNR vs uncached, dB (higher is better)",
                    "adherence": "1 − adherence"}.get(objective, "quality loss"))
     ax.set_title("learned Pareto front per generation")
     ax.grid(alpha=0.3)

@@ -685,6 +685,24 @@ def test_psnr_objective_and_no_profile_seeds(pipe, prompts_file, tmp_path):
     assert latent_psnr(a, a).tolist() == [PSNR_CAP_DB, PSNR_CAP_DB]
 
 
+def test_image_psnr_objective_matches_the_validation_metric(pipe, prompts_file, tmp_path):
+    from eval.fidelity import decode_latents, psnr
+    from search.objectives import PSNR_CAP_DB, make_objective
+
+    _, s = _run(pipe, _cfg(prompts_file, objective="image-psnr", generations=1, profile_seeds=False), tmp_path / "i")
+    full = s.state.fitness[s._ind_key(dc.compute_all(s.space, STEPS).compute)]
+    assert full["quality"] == 0.0 and full["metrics"]["psnr_db"] == PSNR_CAP_DB
+    fora2 = s.state.fitness[s._ind_key(dc.fora(s.space, STEPS, 2).compute)]
+    fora3 = s.state.fitness[s._ind_key(dc.fora(s.space, STEPS, 3).compute)]
+    assert 0 < fora2["quality"] < fora3["quality"]
+    # the objective is the validation's image PSNR (eval.fidelity.psnr on decoded images), per candidate
+    ref = s.reference
+    lat = ref + 0.05 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
+    m = make_objective("image-psnr", s.pipe, s.prompts)(lat, ref)
+    assert m["psnr_db"] == pytest.approx(psnr(decode_latents(s.pipe, lat), decode_latents(s.pipe, ref)), rel=1e-5)
+    assert m["quality"] == pytest.approx(PSNR_CAP_DB - m["psnr_db"])
+
+
 def test_validation_rules_psnr_mse_and_paired_adherence():
     from search.validate import paired_not_worse, to_markdown, verdicts
 
