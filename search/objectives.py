@@ -24,8 +24,7 @@ from typing import Any
 import torch
 
 from eval.fidelity import decode_latents as decode
-from eval.fidelity import psnr_per_image
-from eval.fidelity import to_uint8
+from eval.fidelity import psnr_per_image, to_uint8
 
 OBJECTIVES = ("fidelity", "psnr", "image-psnr", "adherence", "clip", "imagereward")
 PSNR_CAP_DB = 100.0  # latent PSNR (peak 1) above this counts as exact: MSE floor 1e-10
