@@ -8,7 +8,7 @@
 #   demo      `dit-cache demo` -> benchmarks/results/demo.json                      (timing: runs alone)
 #   backends  benchmarks/backends.py -> benchmarks/results/backends.json            (timing: runs alone)
 #   eval      `dit-cache eval` report -> docs/eval_report_tiny/                     (timing: runs alone)
-#   search    `dit-cache search` -> runs/$RUN (resumes a killed run)                (both cores)
+#   search    `dit-cache search` -> $RUN (resumes a killed run; $OBJECTIVE, default psnr)   (both cores)
 #   validate  search.validate on held-out prompts -> benchmarks/results/search_validation_shapes.json
 #   tail      benchmarks/fidelity_tail.py -> benchmarks/results/fidelity_tail.json
 # The learned schedules shipped in dit_cache/zoo/schedules/ come from the search front: pick them after
@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 RUN=${RUN:-runs/shapes-search}
+OBJECTIVE=${OBJECTIVE:-psnr}   # search objective (psnr | image-psnr | ...)
 STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(model demo backends eval search validate tail)
 mkdir -p runs/logs
@@ -40,7 +41,7 @@ for s in "${STAGES[@]}"; do
     search)
       resume=(); [ -f "$RUN/checkpoint.json" ] && resume=(--resume)
       .venv/bin/dit-cache search --model tiny --prompts calib_prompts/shapes_calib.txt --num-prompts 24 \
-        --batch-size 24 --population 48 --generations 24 --objective psnr --late-bias 6 --cx-points 2 \
+        --batch-size 24 --population 48 --generations 24 --objective "$OBJECTIVE" --late-bias 6 --cx-points 2 \
         --workers 2 --memory-budget-mb 4096 --spill-mb 8192 --out "$RUN" "${resume[@]}"
       cp "$RUN/history.json" benchmarks/results/search_shapes_history.json ;;
     validate)

@@ -28,3 +28,18 @@ def test_draw_timesteps_bias_favours_high_noise():
     assert 0 <= float(t.min()) and float(t.max()) < 1
     assert abs(float(t.mean()) - 2 / 3) < 0.01  # density 2x on [0, 1]: mean 2/3
     assert abs(float((t > 0.5).float().mean()) - 0.75) < 0.01
+
+
+def test_shape_errors_by_size_and_confusions() -> None:
+    from dit_cache.zoo import shapes as S
+    from dit_cache.zoo.train import shape_errors
+
+    prompts = ["white background with a small red square at the center",
+               "cyan triangle, large, bottom center, on white",
+               "white background with a small green cross at the center"]
+    preds = [S.parse_caption(p) for p in prompts]
+    wrong = S.parse_caption(prompts[2].replace("cross", "circle"))
+    res = shape_errors([preds[0], preds[1], wrong], prompts)
+    assert res["shape_accuracy_by_size"] == {"large": 1.0, "small": 0.5}
+    assert res["n_by_size"] == {"large": 1, "small": 2}
+    assert res["confusions"] == {"cross->circle": 1}

@@ -512,6 +512,22 @@ def initial_pipeline(model: Path | str, seed: int = 0) -> PixArtAlphaPipeline:
     return make_pipeline(pipe.tokenizer, te, pipe.vae, dit)
 
 
+def shape_errors(preds: list, prompts: list[str]) -> dict:
+    """Shape accuracy by object size, and the confusions 'true->read' (single-object prompts)."""
+    by_size: dict[str, list[int]] = {}
+    confusions: dict[str, int] = {}
+    for pred, p in zip(preds, prompts):
+        t = S.parse_caption(p).objects[0]
+        read = pred.objects[0].shape if pred.objects else "none"
+        ok = by_size.setdefault(t.size, [0, 0])
+        ok[0], ok[1] = ok[0] + (read == t.shape), ok[1] + 1
+        if read != t.shape:
+            confusions[f"{t.shape}->{read}"] = confusions.get(f"{t.shape}->{read}", 0) + 1
+    return {"shape_accuracy_by_size": {k: round(a / n, 4) for k, (a, n) in sorted(by_size.items())},
+            "n_by_size": {k: n for k, (_, n) in sorted(by_size.items())},
+            "confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1]))}
+
+
 def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.5,
              n_real: int = 2048, with_initial: bool = True, split: str = "heldout") -> dict:
     """Adherence on single-object prompts of `split` (held-out by default; 'val' for tuning sampler settings)
@@ -532,6 +548,7 @@ def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20
     res["gen_time_s"] = round(time.time() - t0, 1)
     res["trained"] = {k: round(v, 4) for k, v in adherence(imgs, prompts, clf).items()}
     res["trained"]["shapes_fid"] = round(shapes_fid(imgs, real, clf), 3)
+    res["trained_shape_errors"] = shape_errors(sc.predict(imgs, clf), prompts)
     if with_initial:
         imgs0 = generate(initial_pipeline(model, seed), prompts, seed=seed, steps=steps, guidance=guidance)
         res["initial"] = {k: round(v, 4) for k, v in adherence(imgs0, prompts, clf).items()}
