@@ -1,7 +1,7 @@
 """Train the embedded default model `tiny-pixart-shapes` (a tiny PixArt-alpha pipeline) on procedural shapes.
 
 Stages (default `all` = vae -> dit -> [decoder if --dec-steps] -> export; each resumable with --resume).
-The shipped weights (~1 h 50 min on a 2-core CPU; tiny-pixart-shapes/TRAINING.md has the stages and their log):
+The shipped weights (~101 min on a 2-core CPU; tiny-pixart-shapes/TRAINING.md has the stages and their log):
   python -m dit_cache.zoo.train --out runs/tiny-pixart-shapes-v3 --export-dir dit_cache/zoo/tiny-pixart-shapes \
       --vae-steps 900 --steps 5500 --batch 32 --lr 1e-3 --eval-every 400 --max-minutes 100 --threads 1 \
       --fg-weight 4 --min-snr 0 --dec-steps 3000
@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -515,17 +516,17 @@ def initial_pipeline(model: Path | str, seed: int = 0) -> PixArtAlphaPipeline:
 def shape_errors(preds: list, prompts: list[str]) -> dict:
     """Shape accuracy by object size, and the confusions 'true->read' (single-object prompts)."""
     by_size: dict[str, list[int]] = {}
-    confusions: dict[str, int] = {}
+    confusions: Counter[str] = Counter()
     for pred, p in zip(preds, prompts):
         t = S.parse_caption(p).objects[0]
         read = pred.objects[0].shape if pred.objects else "none"
         ok = by_size.setdefault(t.size, [0, 0])
         ok[0], ok[1] = ok[0] + (read == t.shape), ok[1] + 1
         if read != t.shape:
-            confusions[f"{t.shape}->{read}"] = confusions.get(f"{t.shape}->{read}", 0) + 1
+            confusions[f"{t.shape}->{read}"] += 1
     return {"shape_accuracy_by_size": {k: round(a / n, 4) for k, (a, n) in sorted(by_size.items())},
             "n_by_size": {k: n for k, (_, n) in sorted(by_size.items())},
-            "confusions": dict(sorted(confusions.items(), key=lambda kv: -kv[1]))}
+            "confusions": dict(confusions.most_common())}
 
 
 def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.5,
