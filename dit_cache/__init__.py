@@ -6,6 +6,7 @@
 """
 
 from .adapters import Adapter, BlockGroup, InputSpec, families, get_adapter, register_adapter
+from .backends import Backend, BackendConfig, BlockBackend, StaticScheduleBackend
 from .backends.cg_taylor import CGTaylorConfig
 from .backends.delta_dit import DeltaDiTConfig
 from .backends.erta import ERTACacheConfig
@@ -16,6 +17,9 @@ from .ecad import from_ecad, load_ecad, save_ecad, to_ecad
 from .macs import StepCost, schedule_macs, step_cost_from_config
 from .runtime import CacheHandle, accelerate, space_of
 from .schedule import (
+    COMPUTE,
+    FORECAST,
+    REUSE,
     Schedule,
     ScheduleError,
     ScheduleSpace,
@@ -29,7 +33,13 @@ from .schedule import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMPUTE",
+    "FORECAST",
+    "REUSE",
     "Adapter",
+    "Backend",
+    "BackendConfig",
+    "BlockBackend",
     "BlockGroup",
     "CGTaylorConfig",
     "CacheHandle",
@@ -41,6 +51,7 @@ __all__ = [
     "ScheduleError",
     "ScheduleSpace",
     "ScheduleWarning",
+    "StaticScheduleBackend",
     "StepCost",
     "TaylorSeerConfig",
     "TeaCacheConfig",

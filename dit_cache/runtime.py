@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from .adapters import Adapter, Site, get_adapter
-from .backends import Backend, BlockBackend, StaticScheduleBackend, StepContext
+from .backends import Backend, BackendConfig, StaticScheduleBackend, StepContext
 from .ecad import load_schedule_file
 from .macs import meta_like, meta_model_of, step_cost
 from .schedule import Schedule, ScheduleError, ScheduleSpace
@@ -74,8 +74,7 @@ class _StepTrackerHook(ModelHook):
                 )
         ctx.timestep = t
         h._skip_until = -1
-        if h._begin_call is not None:
-            h._begin_call(ctx)
+        h.backend.begin_call(ctx)
         key = tuple(tuple(x.shape) for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor))
         h.stats.begin_call(ctx.step, key, lambda: meta_like((args, kwargs)))
         return args, kwargs
@@ -89,9 +88,11 @@ class _StepTrackerHook(ModelHook):
                     f"non-finite transformer output at step {ctx.step} (branch {ctx.branch}); compare with the "
                     "uncached model: if it is finite there, the schedule reuses too aggressively"
                 )
-        if self.handle._end_call is not None:
-            output = self.handle._end_call(self.handle.ctx, output)
-        return output
+        h = self.handle
+        if h.block_level:  # the call's decision: did the backend skip any block?
+            ctx = h.ctx
+            h._log.append((ctx.generation, ctx.step, ctx.branch, h._skip_until >= 0))
+        return h.backend.end_call(h.ctx, output)
 
 
 class _ComponentHook(ModelHook):
@@ -177,10 +178,8 @@ class CacheHandle:
         self._meta_model: nn.Module | None = None
         self._hooked: list[tuple[nn.Module, str, bool]] = []  # (module, hook name, registry created by us)
         self._skip_until = -1  # last block of the range a block-level backend skips in this call
-        self._begin_call = getattr(backend, "begin_call", None)
-        self._end_call = getattr(backend, "end_call", None)
-        if hasattr(backend, "bind"):
-            backend.bind(self)
+        self.block_level = backend.level == "block"
+        self._log: list[tuple[int, int, int, bool]] = []  # (generation, step, branch, skipped) per call
         self._install()
 
     # -- install / remove --------------------------------------------------------------------
@@ -197,7 +196,7 @@ class CacheHandle:
         index = params.index(self.adapter.timestep_arg) if self.adapter.timestep_arg in params else None
         try:
             self._register(t, _StepTrackerHook(self, index), STEP_HOOK)
-            if getattr(self.backend, "level", "component") == "block":
+            if self.block_level:
                 for i, block in enumerate(self.adapter.blocks(t)):
                     self._register(block, _BlockHook(self, i, block), BLOCK_HOOK)
             else:
@@ -220,12 +219,13 @@ class CacheHandle:
                     del module._diffusers_hook
         self._hooked.clear()
         self.backend.reset()
+        self._log.clear()
 
     @property
     def decisions(self) -> list[dict[str, Any]]:
         """Per-call decisions of a dynamic backend since the last reset (empty for static schedules)."""
         keys = ("generation", "step", "branch", "skipped")
-        return [dict(zip(keys, x)) for x in getattr(self.backend, "log", ())]
+        return [dict(zip(keys, x)) for x in self._log]
 
     @property
     def active(self) -> bool:
@@ -254,17 +254,17 @@ class CacheHandle:
 
     def backend_steps(self) -> int:
         """Step count the backend plans for (large for dynamic backends)."""
-        return getattr(self.backend, "num_steps", 1 << 30)
+        n = self.backend.num_steps
+        return 1 << 30 if n is None else n
 
     def reset(self) -> None:
         """Forget the current generation: the next transformer call starts a new one."""
         self.ctx.timestep = None
         self.backend.reset()
+        self._log.clear()
 
     def snapshot(self) -> dict[str, Any]:
         """Step context and backend cache state now, to resume a generation later (prefix sharing)."""
-        if not hasattr(self.backend, "snapshot"):
-            raise NotImplementedError(f"{type(self.backend).__name__} cannot snapshot its state")
         return {"ctx": dataclasses.replace(self.ctx), "backend": self.backend.snapshot()}
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -287,7 +287,7 @@ class CacheHandle:
         return f"CacheHandle({type(self.transformer).__name__}, backend={type(self.backend).__name__}, active={self.active})"
 
 
-def _as_backend(spec: Any, space: ScheduleSpace, resample: bool, repair: bool) -> Backend:
+def _as_backend(spec: Any, transformer: nn.Module, space: ScheduleSpace, resample: bool, repair: bool) -> Backend:
     """Backend from a Schedule, a schedule/ECAD JSON path, a backend config, or a backend."""
     if isinstance(spec, (str, Path)):
         spec = load_schedule_file(spec, repair=repair)
@@ -296,9 +296,9 @@ def _as_backend(spec: Any, space: ScheduleSpace, resample: bool, repair: bool) -
         if why:
             raise ScheduleError(f"schedule {spec.name!r} does not fit this model: {why}")
         return StaticScheduleBackend(spec, resample=resample)
-    if hasattr(spec, "build_backend"):
-        return spec.build_backend(space)
-    if isinstance(spec, (Backend, BlockBackend)):
+    if isinstance(spec, BackendConfig):
+        return spec.build_backend(space, transformer)
+    if isinstance(spec, Backend):
         return spec
     raise TypeError(f"accelerate() takes a Schedule, a schedule file path or a backend config, not {type(spec).__name__}")
 
@@ -322,5 +322,5 @@ def accelerate(pipe_or_transformer: Any, schedule_or_config: Any, *, resample: b
                 "a transformer (PixArt, DiT, FLUX, SD3, Wan, ...) or the transformer itself"
             )
     adapter = get_adapter(transformer)
-    backend = _as_backend(schedule_or_config, space_of(transformer, adapter), resample, repair)
+    backend = _as_backend(schedule_or_config, transformer, space_of(transformer, adapter), resample, repair)
     return CacheHandle(transformer, backend, pipeline=pipeline, adapter=adapter, check_finite=check_finite)

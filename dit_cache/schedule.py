@@ -1,16 +1,25 @@
-"""Static caching schedules: a bool array [steps, blocks, components], True = compute, False = reuse.
+"""Static caching schedules: every (step, block, component) cell computes, reuses or forecasts.
 
-A reused component returns its cached raw output (ECAD semantics); the block still recomputes
-its adaLN modulation, gates and residual adds with the current step's conditioning.
+The one schedule language of dit-cache: the search writes it, the static backend runs it, every
+command reads it. Cells (`cells` int8 array [steps, blocks, components]):
 
-JSON format (schema version 1), one string per block with one character per component:
-``"1"`` compute, ``"0"`` reuse, ``"f"`` forecast (reuse cell whose value is a first-order Taylor
-forecast from the cell's last two computed outputs, as TaylorSeer), ``"-"`` the block has no such
-component (e.g. SD3's last block). Files without ``"f"`` cells are unchanged from before forecasting::
+* ``COMPUTE`` (1): run the component;
+* ``REUSE`` (0): return its raw output cached at the cell's last computed step (ECAD semantics; the
+  block still recomputes its adaLN modulation, gates and residual adds at the current step);
+* ``FORECAST`` (2): a TaylorSeer forecast of order ``forecast_order`` from the cell's computed steps.
 
-    {"format": "dit-cache-schedule", "schema_version": 1, "family": "pixart", "steps": 20,
-     "block_ids": ["0", ...], "components": ["attn1", "attn2", "ff"],
+JSON format (schema version 2), one string per block with one character per component:
+``"1"`` compute, ``"0"`` reuse, ``"f"`` forecast, ``"-"`` the block has no such component (e.g.
+SD3's last block)::
+
+    {"format": "dit-cache-schedule", "schema_version": 2, "family": "pixart", "steps": 20,
+     "block_ids": ["0", ...], "components": ["attn1", "attn2", "ff"], "forecast_order": 1,
      "compute": [["111", "111", ...], ...], "metadata": {"name": "fora-2", ...}}
+
+Version 1 files (no ``forecast_order``: ``"f"`` cells are first order) load unchanged. Version 1 front
+files of the old ``--forecast`` search kept their forecast cells in ``metadata["forecast_cells"]`` (with
+``metadata["forecast_order"]``); they are migrated on load to ``"f"`` cells of that order, which run
+exactly as that search measured them, or refused with an error naming the fix.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from typing import Any
 import numpy as np
 
 FORMAT = "dit-cache-schedule"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+REUSE, COMPUTE, FORECAST = 0, 1, 2  # cell codes of `Schedule.cells`
 
 
 class ScheduleError(ValueError):
@@ -108,8 +119,13 @@ class Schedule:
     space: ScheduleSpace
     metadata: Mapping[str, Any] = field(default_factory=dict)
     forecast: np.ndarray | None = None  # bool [steps, blocks, components]: reuse cells that forecast; None = none
+    forecast_order: int = 1  # Taylor order O of forecast cells (0 = forecast equals reuse)
 
     def __post_init__(self) -> None:
+        if isinstance(self.forecast_order, bool) or not isinstance(self.forecast_order, (int, np.integer)) \
+                or self.forecast_order < 0:
+            raise ScheduleError(f"forecast_order must be an integer >= 0, got {self.forecast_order!r}")
+        object.__setattr__(self, "forecast_order", int(self.forecast_order))
         arr = np.asarray(self.compute)
         if arr.dtype != bool:
             if not np.isin(arr, (0, 1)).all():
@@ -160,12 +176,32 @@ class Schedule:
         """Bool [steps, blocks, components]: True where a reused cell is forecast (all False if none)."""
         return self.forecast if self.forecast is not None else np.zeros_like(self.compute)
 
-    def with_forecast(self, cells: np.ndarray | None = None) -> Schedule:
+    @property
+    def cells(self) -> np.ndarray:
+        """Int8 [steps, blocks, components]: COMPUTE, REUSE or FORECAST per cell."""
+        out = self.compute.astype(np.int8)
+        out[self.forecast_mask] = FORECAST
+        return out
+
+    @classmethod
+    def from_cells(cls, cells: np.ndarray, space: ScheduleSpace, metadata: Mapping[str, Any] | None = None,
+                   forecast_order: int = 1) -> Schedule:
+        """A schedule from an int8 cell array (COMPUTE / REUSE / FORECAST), as the search evolves it."""
+        c = np.asarray(cells)
+        bad = ~np.isin(c, (REUSE, COMPUTE, FORECAST))
+        if bad.any():
+            raise ScheduleError(f"cells must be {REUSE} (reuse), {COMPUTE} (compute) or {FORECAST} (forecast); "
+                                f"got {sorted(set(c[bad].tolist()))}")
+        fc = c == FORECAST
+        return cls(c == COMPUTE, space, metadata or {}, fc if fc.any() else None, forecast_order)
+
+    def with_forecast(self, cells: np.ndarray | None = None, order: int | None = None) -> Schedule:
         """A copy whose reuse cells (or those of them in `cells`) forecast instead of reusing."""
         mask = ~self.compute & self.space.applicable
         if cells is not None:
             mask &= np.asarray(cells, dtype=bool)
-        return Schedule(self.compute, self.space, {**self.metadata}, mask)
+        return Schedule(self.compute, self.space, {**self.metadata}, mask,
+                        self.forecast_order if order is None else order)
 
     def compute_fraction(self) -> float:
         """Fraction of applicable component evaluations that are computed."""
@@ -180,6 +216,8 @@ class Schedule:
         """Stable hash of the plan (space + cells, not metadata): equal plans have equal digests."""
         payload = json.dumps(self._cells_json(), sort_keys=True) + "|" + self.family
         payload += "|" + ",".join(self.space.block_ids) + "|" + ",".join(self.space.components)
+        if self.forecast is not None and self.forecast_order != 1:  # first-order digests as before v2
+            payload += f"|order={self.forecast_order}"
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def __eq__(self, other: object) -> bool:
@@ -188,6 +226,7 @@ class Schedule:
             and self.space == other.space
             and np.array_equal(self.compute, other.compute)
             and np.array_equal(self.forecast_mask, other.forecast_mask)
+            and (self.forecast is None or self.forecast_order == other.forecast_order)
             and dict(self.metadata) == dict(other.metadata)
         )
 
@@ -202,12 +241,12 @@ class Schedule:
 
     def with_metadata(self, **updates: Any) -> Schedule:
         """A copy with metadata entries added or replaced."""
-        return Schedule(self.compute, self.space, {**self.metadata, **updates}, self.forecast)
+        return Schedule(self.compute, self.space, {**self.metadata, **updates}, self.forecast, self.forecast_order)
 
     # -- transformations ---------------------------------------------------------------------
     @classmethod
     def repaired(cls, compute: np.ndarray, space: ScheduleSpace, metadata: Mapping[str, Any] | None = None,
-                 forecast: np.ndarray | None = None) -> Schedule:
+                 forecast: np.ndarray | None = None, forecast_order: int = 1) -> Schedule:
         """Build a schedule, marking step-0 reuse cells and inapplicable cells as computed (warns once)."""
         arr = np.array(compute, dtype=bool, copy=True)
         bad = ~arr[0] & space.applicable
@@ -220,7 +259,7 @@ class Schedule:
         arr[0] = True
         arr[:, ~space.applicable] = True
         fc = None if forecast is None else np.asarray(forecast, dtype=bool) & ~arr
-        return cls(arr, space, metadata or {}, fc)
+        return cls(arr, space, metadata or {}, fc, forecast_order)
 
     def resample(self, steps: int) -> Schedule:
         """The schedule for another step count: new step j takes old step round(j * (S-1) / (S'-1)).
@@ -236,7 +275,7 @@ class Schedule:
         arr[0] = True
         meta = {**self.metadata, "resampled_from_steps": self.steps}
         fc = None if self.forecast is None else self.forecast[src] & ~arr
-        return Schedule(arr, self.space, meta, fc)
+        return Schedule(arr, self.space, meta, fc, self.forecast_order)
 
     # -- JSON --------------------------------------------------------------------------------
     def _cells_json(self) -> list[list[str]]:
@@ -249,7 +288,7 @@ class Schedule:
         ]
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (schema version 1)."""
+        """JSON-ready dict (schema version 2)."""
         return {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
@@ -257,6 +296,7 @@ class Schedule:
             "steps": self.steps,
             "block_ids": list(self.space.block_ids),
             "components": list(self.space.components),
+            "forecast_order": self.forecast_order,
             "compute": self._cells_json(),
             "metadata": dict(self.metadata),
         }
@@ -270,56 +310,25 @@ class Schedule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, repair: bool = False) -> Schedule:
-        """Parse a schedule dict; raises ScheduleError naming the first problem found."""
-        from .adapters import families
-
-        if not isinstance(data, Mapping):
-            raise ScheduleError(f"a schedule must be a JSON object, got {type(data).__name__}")
-        if "cache_schedule" in data:
-            raise ScheduleError("this is an ECAD schedule file: load it with dit_cache.ecad.load_ecad(path)")
-        if data.get("format") != FORMAT:
-            raise ScheduleError(f"not a dit-cache schedule (missing \"format\": {FORMAT!r})")
-        version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ScheduleError(f"unsupported schema_version {version!r}; this dit-cache reads version {SCHEMA_VERSION}")
-        for key in ("family", "steps", "block_ids", "components", "compute"):
-            if key not in data:
-                raise ScheduleError(f"schedule is missing the key {key!r}")
-        if data["family"] not in families():
-            raise ScheduleError(f"unknown model family {data['family']!r}; known families: {', '.join(families())}")
-        block_ids, comps, rows = list(data["block_ids"]), list(data["components"]), data["compute"]
-        if not isinstance(rows, list) or len(rows) != data["steps"]:
-            raise ScheduleError(f"'steps' says {data['steps']} but 'compute' has {len(rows)} steps")
-        from .adapters import get_adapter
-
-        known = get_adapter(data["family"]).components
-        unknown = [c for c in comps if c not in known]
-        if unknown:
-            raise ScheduleError(f"unknown components {unknown} for family {data['family']!r}; expected {list(known)}")
-        arr = np.zeros((len(rows), len(block_ids), len(comps)), dtype=bool)
-        fc = np.zeros_like(arr)
-        app = np.ones((len(block_ids), len(comps)), dtype=bool)
-        for s, row in enumerate(rows):
-            if not isinstance(row, list) or len(row) != len(block_ids):
-                raise ScheduleError(f"step {s} has {len(row) if isinstance(row, list) else '?'} blocks, expected {len(block_ids)}")
-            for b, cells in enumerate(row):
-                if not isinstance(cells, str) or len(cells) != len(comps) or set(cells) - set("10f-"):
-                    raise ScheduleError(
-                        f"step {s} block {block_ids[b]}: expected {len(comps)} characters of '1', '0', 'f' or '-', "
-                        f"got {cells!r}"
-                    )
-                for c, ch in enumerate(cells):
-                    arr[s, b, c] = ch not in "0f"
-                    fc[s, b, c] = ch == "f"
-                    na = ch == "-"
-                    if s == 0:
-                        app[b, c] = not na
-                    elif na == app[b, c]:
-                        raise ScheduleError(f"step {s} block {block_ids[b]}: '-' cells must be the same on every step")
+        """Parse a schedule dict (schema 1 or 2); raises ScheduleError naming the first problem found."""
+        _check_header(data)
+        block_ids, comps = list(data["block_ids"]), list(data["components"])
+        arr, fc, app = _parse_cells(data["compute"], block_ids, comps)
         space = ScheduleSpace(data["family"], tuple(block_ids), tuple(comps), app)
-        meta = data.get("metadata") or {}
+        meta = data.get("metadata")
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, Mapping):
+            raise ScheduleError(f"'metadata' must be a JSON object, got {type(meta).__name__}")
+        order = data.get("forecast_order", 1)
+        if data["schema_version"] == 1 and "forecast_cells" in meta:
+            fc, order, meta = _migrate_forecast_cells(meta, arr, app, fc)
+        elif "forecast_cells" in meta:
+            raise ScheduleError("schema_version 2 files mark forecast cells with 'f' in 'compute'; remove "
+                                "metadata['forecast_cells'] (it is only read, and migrated, in version 1 files)")
         fcs = fc if fc.any() else None
-        return cls.repaired(arr, space, meta, fcs) if repair else cls(arr, space, meta, fcs)
+        build = cls.repaired if repair else cls
+        return build(arr, space, meta, fcs, order)
 
     @classmethod
     def load(cls, path: str | Path, *, repair: bool = False) -> Schedule:
@@ -330,6 +339,92 @@ class Schedule:
             return cls.from_dict(data, repair=repair)
         except ScheduleError as e:
             raise ScheduleError(f"{path}: {e}") from None
+
+
+def _check_header(data: Any) -> None:
+    """Raise a ScheduleError unless `data` has a dit-cache schedule header this version reads."""
+    from .adapters import families, get_adapter
+
+    if not isinstance(data, Mapping):
+        raise ScheduleError(f"a schedule must be a JSON object, got {type(data).__name__}")
+    if "cache_schedule" in data:
+        raise ScheduleError("this is an ECAD schedule file: load it with dit_cache.ecad.load_ecad(path)")
+    if data.get("format") != FORMAT:
+        raise ScheduleError(f"not a dit-cache schedule (missing \"format\": {FORMAT!r})")
+    version = data.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise ScheduleError(f"unsupported schema_version {version!r}; this dit-cache reads versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}: upgrade dit-cache to read newer files")
+    for key in ("family", "steps", "block_ids", "components", "compute"):
+        if key not in data:
+            raise ScheduleError(f"schedule is missing the key {key!r}")
+    if data["family"] not in families():
+        raise ScheduleError(f"unknown model family {data['family']!r}; known families: {', '.join(families())}")
+    for key in ("block_ids", "components"):
+        if not isinstance(data[key], list) or not all(isinstance(x, (str, int)) for x in data[key]):
+            raise ScheduleError(f"'{key}' must be a list of names")
+    if not isinstance(data["compute"], list) or data["steps"] != len(data["compute"]):
+        n = len(data["compute"]) if isinstance(data["compute"], list) else "no list of"
+        raise ScheduleError(f"'steps' says {data['steps']!r} but 'compute' has {n} steps")
+    known = get_adapter(data["family"]).components
+    unknown = [c for c in data["components"] if c not in known]
+    if unknown:
+        raise ScheduleError(f"unknown components {unknown} for family {data['family']!r}; expected {list(known)}")
+    if version == 2 and "forecast_order" not in data:
+        raise ScheduleError("schema_version 2 schedules must say 'forecast_order' (the Taylor order of 'f' cells)")
+
+
+def _parse_cells(rows: list, block_ids: list, comps: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(compute, forecast, applicable) arrays from the 'compute' rows of a schedule file."""
+    arr = np.zeros((len(rows), len(block_ids), len(comps)), dtype=bool)
+    fc = np.zeros_like(arr)
+    app = np.ones((len(block_ids), len(comps)), dtype=bool)
+    for s, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(block_ids):
+            raise ScheduleError(f"step {s} has {len(row) if isinstance(row, list) else '?'} blocks, expected {len(block_ids)}")
+        for b, cells in enumerate(row):
+            if not isinstance(cells, str) or len(cells) != len(comps) or set(cells) - set("10f-"):
+                raise ScheduleError(
+                    f"step {s} block {block_ids[b]}: expected {len(comps)} characters of '1', '0', 'f' or '-', "
+                    f"got {cells!r}"
+                )
+            for c, ch in enumerate(cells):
+                arr[s, b, c] = ch not in "0f"
+                fc[s, b, c] = ch == "f"
+                na = ch == "-"
+                if s == 0:
+                    app[b, c] = not na
+                elif na == app[b, c]:
+                    raise ScheduleError(f"step {s} block {block_ids[b]}: '-' cells must be the same on every step")
+    return arr, fc, app
+
+
+def _migrate_forecast_cells(meta: Mapping[str, Any], compute: np.ndarray, app: np.ndarray,
+                            fc: np.ndarray) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """Forecast mask, order and metadata of a v1 front file of the old `--forecast` search.
+
+    Those files kept forecast cells as one '0'/'1' string per block per step in
+    ``metadata["forecast_cells"]`` and the order in ``metadata["forecast_order"]``; the search ran them
+    with per-cell Taylor factors of that order, which is what 'f' cells of that order compute.
+    """
+    fix = "re-run the search with this dit-cache (it writes 'f' cells), or delete metadata['forecast_cells'] to run the cells as reuse"
+    cells, order = meta["forecast_cells"], meta.get("forecast_order", 1)
+    shape = compute.shape
+    ok = isinstance(cells, list) and len(cells) == shape[0] and all(
+        isinstance(r, list) and len(r) == shape[1] and all(isinstance(x, str) and len(x) == shape[2] and not set(x) - set("01")
+                                                           for x in r) for r in cells)
+    if not ok:
+        raise ScheduleError(f"metadata['forecast_cells'] does not match the schedule's {shape[0]} steps x {shape[1]} "
+                            f"blocks x {shape[2]} components of '0'/'1': {fix}")
+    mask = np.array([[[ch == "1" for ch in blk] for blk in step] for step in cells], dtype=bool)
+    if fc.any():
+        raise ScheduleError(f"the schedule has both 'f' cells and metadata['forecast_cells']: {fix}")
+    if (mask & (compute | ~app)).any():
+        raise ScheduleError(f"metadata['forecast_cells'] marks computed cells or components a block lacks: {fix}")
+    if isinstance(order, bool) or not isinstance(order, int) or order < 0:
+        raise ScheduleError(f"metadata['forecast_order'] must be an integer >= 0, got {order!r}: {fix}")
+    rest = {k: v for k, v in meta.items() if k not in ("forecast_cells", "forecast_order")}
+    return mask, order, {**rest, "migrated": "schema 1 metadata['forecast_cells'] -> 'f' cells"}
 
 
 def read_json(path: Path, what: str = "file") -> Any:

@@ -17,7 +17,7 @@ import dit_cache as dc
 from dit_cache.macs import StepCost, meta_like, meta_model_of, schedule_macs, step_cost
 
 from .loop import PixArtLoop
-from .prefix import KeepAllBackend, StateCache, prefix_keys
+from .prefix import StateCache, prefix_keys
 
 DEFAULT_BUDGET = 2 << 30  # bytes of stored prefix states per process
 
@@ -77,12 +77,10 @@ class Evaluator:
         bs = max(1, self.batch_size)
         self.loops = [PixArtLoop(self.pipe, self.prompts[i:i + bs], self.seeds[i:i + bs], self.steps)
                       for i in range(0, len(self.prompts), bs)]
-        if self.forecast_order is None:
-            self.backend: Any = KeepAllBackend(self.steps)
-        else:
-            from .forecast import MixedBackend
-
-            self.backend = MixedBackend(self.steps, self.forecast_order)
+        # one static backend whose plan is swapped per candidate; it keeps every computed output (and, for
+        # mixed genomes, every cell's Taylor factors), so a stored state fits every candidate with its prefix
+        self.backend = dc.StaticScheduleBackend(dc.compute_all(self.space, self.steps), keep_all=True,
+                                                forecast_order=self.forecast_order)
         self.handle = dc.accelerate(self.pipe.transformer, self.backend)
         self.cache = StateCache(self.budget_bytes if self.prefix_sharing else 0, self.spill_dir, self.spill_bytes)
         self.counts.blocks_per_step = len(self.space.block_ids)
@@ -107,10 +105,16 @@ class Evaluator:
         if schedule.steps != self.steps:
             raise dc.ScheduleError(f"schedule {schedule.name!r} has {schedule.steps} steps; the search runs {self.steps}")
 
+    def as_schedule(self, schedule: dc.Schedule | np.ndarray) -> dc.Schedule:
+        """A candidate as a Schedule (mixed int8 genomes: compute / reuse / forecast cells of the search's order)."""
+        if isinstance(schedule, dc.Schedule):
+            return schedule
+        return dc.Schedule.from_cells(schedule, self.space, {}, self.forecast_order or 0)
+
     def _run_one(self, b: int, schedule: dc.Schedule | np.ndarray, keys: list[str]) -> torch.Tensor:
         loop = self.loops[b]
         state = self.cache.longest(b, keys, self.steps - 1) if self.prefix_sharing else None
-        self.backend.set_schedule(schedule)
+        self.backend.set_schedule(self.as_schedule(schedule))
         if state is None:
             self.handle.reset()
             state = loop.initial_state()

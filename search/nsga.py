@@ -102,12 +102,9 @@ class Search:
 
     # -- schedules ----------------------------------------------------------------------------
     def schedule_of(self, genome: np.ndarray, **meta: Any) -> dc.Schedule:
-        """The Schedule of a genome (mixed genomes: computed cells = 1; forecasts in the metadata)."""
+        """The Schedule of a genome (mixed genomes: compute / reuse / forecast cells of --forecast-order)."""
         if genome.dtype != bool:
-            from .forecast import forecast_cells_json
-
-            meta = {**meta, "forecast_cells": forecast_cells_json(genome), "forecast_order": self.cfg.forecast_order}
-            genome = genome == 1
+            return dc.Schedule.from_cells(genome, self.space, meta, self.cfg.forecast_order)
         return dc.Schedule(genome, self.space, meta)
 
     def _genome(self, compute: np.ndarray) -> np.ndarray:
@@ -115,10 +112,16 @@ class Search:
         return G.as_mixed(compute) if self.cfg.forecast else np.array(compute, dtype=bool)
 
     def check_schedule(self, schedule: dc.Schedule) -> None:
-        """Raise a clear error if a (seed) schedule does not fit the search model."""
+        """Raise a clear error if a (seed) schedule does not fit the search model and encoding."""
         why = schedule.space.describe_mismatch(self.space)
         if why:
             raise SearchError(f"schedule {schedule.name!r} does not fit the search model: {why}")
+        if schedule.forecast is not None and not self.cfg.forecast:
+            raise SearchError(f"schedule {schedule.name!r} has forecast cells: search with --forecast (and "
+                              f"--forecast-order {schedule.forecast_order}) to seed with it")
+        if schedule.forecast is not None and schedule.forecast_order != self.cfg.forecast_order:
+            raise SearchError(f"schedule {schedule.name!r} forecasts with order {schedule.forecast_order} but the "
+                              f"search runs --forecast-order {self.cfg.forecast_order}")
         if schedule.steps != self.cfg.steps:
             raise SearchError(f"schedule {schedule.name!r} has {schedule.steps} steps but the search runs "
                               f"--steps {self.cfg.steps}")
@@ -220,9 +223,7 @@ class Search:
             self.check_schedule(s)
         genomes = [self._genome(s.compute) for s in seeds]
         if self.cfg.forecast:
-            from .forecast import genome_of
-
-            genomes[1:1 + len(self.cfg.init)] = [genome_of(s) for s in seeds[1:1 + len(self.cfg.init)]]
+            genomes[1:1 + len(self.cfg.init)] = [s.cells for s in seeds[1:1 + len(self.cfg.init)]]
             taylor = [G.as_mixed(dc.fora(self.space, self.cfg.steps, n).compute, forecast=True)
                       for n in range(2, 7) if n < self.cfg.steps]  # TaylorSeer-like: forecast between full steps
             genomes[1 + len(self.cfg.init):1 + len(self.cfg.init)] = taylor

@@ -1,9 +1,10 @@
 """Exact prefix sharing: candidates that agree on steps 0..k resume from the stored state after step k.
 
 A state after step k of a schedule S depends only on S[0..k] when every computed component output is
-kept (the last computed output of each cell), so `KeepAllBackend` stores every output instead of
-only those the next step reuses. The values a reused cell returns are the same tensors the plain
-`StaticScheduleBackend` returns, hence results are bit-identical to naive evaluation (tested).
+kept (the last computed output of each cell): the evaluator runs `StaticScheduleBackend(keep_all=True)`,
+which stores every output instead of only those the next step reuses. The values a reused cell
+returns are the same tensors a plain `StaticScheduleBackend` returns, hence results are bit-identical
+to naive evaluation (tested).
 
 States live in an LRU `StateCache` under a memory budget that counts each tensor storage once
 (states share most cached tensors with their parent). With a spill folder, evicted states go to disk
@@ -17,73 +18,23 @@ import copy
 import hashlib
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch.utils._pytree import tree_leaves
 
-from dit_cache.adapters import Site
-from dit_cache.backends import StepContext
 from dit_cache.schedule import Schedule
 
 from .loop import LoopState
 
 
-class KeepAllBackend:
-    """Static-schedule backend whose plan can be swapped between candidates; keeps every computed output."""
-
-    def __init__(self, steps: int) -> None:
-        self.num_steps = steps
-        self.compute: list = []  # compute[step][block][component]
-        self.caches: dict[int, dict[tuple[int, int], Any]] = {}
-
-    def set_schedule(self, schedule: Schedule) -> None:
-        """Follow `schedule` from now on (its first steps must match the state it resumes from)."""
-        if schedule.steps != self.num_steps:
-            raise ValueError(f"schedule has {schedule.steps} steps, the search runs {self.num_steps}")
-        self.compute = schedule.compute.tolist()
-
-    def begin_generation(self, ctx: StepContext) -> None:
-        """Drop caches at a new generation."""
-        self.caches = {}
-
-    def should_compute(self, site: Site, ctx: StepContext) -> bool:
-        """The schedule's cell."""
-        return self.compute[ctx.step][site.block][site.component]
-
-    def store(self, site: Site, ctx: StepContext, output: Any) -> None:
-        """Keep every computed output (later steps of *some* candidate may reuse it)."""
-        self.caches.setdefault(ctx.branch, {})[site.block, site.component] = output
-
-    def reuse(self, site: Site, ctx: StepContext) -> Any:
-        """The output of the last computed step."""
-        try:
-            return self.caches[ctx.branch][site.block, site.component]
-        except KeyError:
-            raise RuntimeError(f"no cached output for block {site.block_id} {site.name} at step {ctx.step}") from None
-
-    def cache_bytes(self) -> int:
-        """Bytes of cached outputs."""
-        return sum(t.numel() * t.element_size() for c in self.caches.values() for t in tree_leaves(list(c.values())))
-
-    def reset(self) -> None:
-        """Drop caches."""
-        self.caches = {}
-
-    def snapshot(self) -> dict[str, Any]:
-        """Shallow copy (cached tensors are never modified in place)."""
-        return {b: dict(c) for b, c in self.caches.items()}
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Continue from a snapshot."""
-        self.caches = {b: dict(c) for b, c in snap.items()}
-
-
 def prefix_keys(schedule: Schedule | np.ndarray) -> list[str]:
     """keys[k] identifies schedule rows 0..k (chained hash): equal keys = equal prefixes."""
-    compute = schedule.compute if isinstance(schedule, Schedule) else np.asarray(schedule)
+    if isinstance(schedule, Schedule):
+        compute = schedule.compute if schedule.forecast is None else schedule.cells
+    else:
+        compute = np.asarray(schedule)
     mixed = compute.dtype != bool  # int8: 0 reuse, 1 compute, 2 forecast
     keys, h = [], hashlib.sha256(repr(compute.shape).encode())
     for row in compute:

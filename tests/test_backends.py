@@ -199,10 +199,10 @@ def test_state_is_per_instance_and_reproducible(backend):
     assert not torch.equal(alone_a, alone_b)
 
 
-def ha_log_tail(log):
-    """Decisions of the last generation in a log."""
-    last = max(g for g, *_ in log)
-    return [x for x in log if x[0] == last]
+def ha_log_tail(decisions):
+    """(step, branch, skipped) decisions of the last generation."""
+    last = max(d["generation"] for d in decisions)
+    return [(d["generation"], d["step"], d["branch"], d["skipped"]) for d in decisions if d["generation"] == last]
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "taylorseer"])
@@ -211,9 +211,9 @@ def test_decisions_reproducible(backend):
     pipe = pipe_of(fam)
     with dc.accelerate(pipe, sweep(backend, fam)[1]) as h:
         out1 = run(pipe, fam, seed=5)
-        log1 = [x[1:] for x in ha_log_tail(h.backend.log)]
+        log1 = [x[1:] for x in ha_log_tail(h.decisions)]
         out2 = run(pipe, fam, seed=5)
-        log2 = [x[1:] for x in ha_log_tail(h.backend.log)]
+        log2 = [x[1:] for x in ha_log_tail(h.decisions)]
     assert torch.equal(out1, out2) and log1 == log2
 
 
@@ -308,10 +308,10 @@ def test_unsupported_family_is_named():
 
     space = ScheduleSpace("mymodel", ("0", "1"), ("attn",), np.ones((2, 1), bool))
     with pytest.raises(ValueError, match="supported families: pixart, dit, flux, sd3, wan"):
-        TeaCacheConfig().build_backend(space)
+        TeaCacheConfig().build_backend(space, torch.nn.Identity())
     one = ScheduleSpace("pixart", ("0",), ("attn1",), np.ones((1, 1), bool))
     with pytest.raises(ValueError, match="at least 2 blocks"):
-        CGTaylorConfig().build_backend(one)
+        CGTaylorConfig().build_backend(one, torch.nn.Identity())
 
 
 @pytest.mark.parametrize("bad", [dict(interval=0), dict(warmup=0), dict(order=-1)])

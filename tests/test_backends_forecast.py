@@ -35,6 +35,49 @@ def test_forecast_round_trip_and_digest(pixart_space, tmp_path):
     assert only_ff.to_dict()["compute"][1][0] == "00f"
 
 
+def test_schema_v2_order_round_trip_and_v1_files(pixart_space, tmp_path):
+    """v2 stores the Taylor order of 'f' cells; v1 files (no order: first order) read unchanged; cells round-trip."""
+    s = fora(pixart_space, 8, 3)
+    f2 = s.with_forecast(order=2)
+    d = f2.to_dict()
+    assert d["schema_version"] == 2 and d["forecast_order"] == 2
+    back = Schedule.load(f2.save(tmp_path / "f2.json"))
+    assert back == f2 and back.forecast_order == 2 and back != s.with_forecast()
+    assert s.with_forecast().digest() == Schedule.from_dict({**s.with_forecast().to_dict(), "schema_version": 1}).digest()
+    v1 = {k: v for k, v in s.with_forecast().to_dict().items() if k != "forecast_order"}
+    v1["schema_version"] = 1
+    old = Schedule.from_dict(v1)
+    assert old.forecast_order == 1 and old == s.with_forecast()
+    assert np.array_equal(Schedule.from_cells(f2.cells, pixart_space, {}, 2).cells, f2.cells)
+    assert set(np.unique(f2.cells)) == {dc.COMPUTE, dc.FORECAST}
+    ff = s.with_forecast(np.broadcast_to(np.array([False, False, True]), s.compute.shape), order=2)
+    assert set(np.unique(ff.cells)) == {dc.REUSE, dc.COMPUTE, dc.FORECAST}
+    assert Schedule.from_cells(ff.cells, pixart_space, dict(ff.metadata), 2) == ff
+    with pytest.raises(ScheduleError, match="must say 'forecast_order'"):
+        Schedule.from_dict({k: v for k, v in d.items() if k != "forecast_order"})
+    for bad in (-1, 1.5, True, "2"):
+        with pytest.raises(ScheduleError, match="forecast_order must be an integer >= 0"):
+            Schedule.from_dict({**d, "forecast_order": bad})
+    with pytest.raises(ScheduleError, match="cells must be 0"):
+        Schedule.from_cells(np.full(f2.cells.shape, 3), pixart_space)
+    with pytest.raises(ScheduleError, match="reads versions 1, 2"):
+        Schedule.from_dict({**d, "schema_version": 3})
+
+
+def test_forecast_order_runs_in_the_static_backend():
+    """Order 2 differs from order 1 once a cell has three computed outputs; order 0 equals plain reuse."""
+    fam = "pixart"
+    pipe = build_tiny_pipeline(fam)
+    space = dc.space_of(pipe.transformer)
+    def run(sched):
+        with dc.accelerate(pipe, sched):
+            return pipe(**tiny_call_kwargs(fam, 10, 0)).images
+
+    s = fora(space, 10, 3)
+    o0, o1, o2 = (run(s.with_forecast(order=o)) for o in (0, 1, 2))
+    assert torch.equal(o0, run(s)) and not torch.equal(o1, o2) and not torch.equal(o1, o0)
+
+
 def test_forecast_validation(pixart_space):
     s = fora(pixart_space, 4, 2)
     with pytest.raises(ScheduleError, match="forecast cells must be reuse cells"):

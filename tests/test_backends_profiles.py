@@ -88,9 +88,9 @@ def test_erta_rejects_other_model_and_step_count(erta):
     with pytest.raises(profiles.ProfileError, match="family 'pixart'"):
         dc.accelerate(flux, ERTACacheConfig(erta))
     with pytest.raises(profiles.ProfileError, match="not 'erta'"):
-        ERTACacheConfig({**erta, "backend": "teacache"}).build_backend(dc.space_of(pipe.transformer))
+        ERTACacheConfig({**erta, "backend": "teacache"}).build_backend(dc.space_of(pipe.transformer), pipe.transformer)
     with pytest.raises(profiles.ProfileError, match="not a dit-cache profile"):
-        ERTACacheConfig({"reuse_steps": []}).build_backend(dc.space_of(pipe.transformer))
+        ERTACacheConfig({"reuse_steps": []}).build_backend(dc.space_of(pipe.transformer), pipe.transformer)
 
 
 def test_erta_ablation_parts_lower_error(pipe, erta):

@@ -1,6 +1,10 @@
-"""Caching backends: the only part that differs between caching methods."""
+"""Caching backends: the only part that differs between caching methods (one technique per file).
 
-from .base import Backend, BlockBackend, StepContext
+`base.Backend` is the contract (every call the runtime makes); `base.BackendConfig` is what users pass
+to `dit_cache.accelerate`. Static schedules run on `static.StaticScheduleBackend`.
+"""
+
+from .base import Backend, BackendConfig, BlockBackend, StepContext
 from .static import StaticScheduleBackend
 
-__all__ = ["Backend", "BlockBackend", "StaticScheduleBackend", "StepContext"]
+__all__ = ["Backend", "BackendConfig", "BlockBackend", "StaticScheduleBackend", "StepContext"]

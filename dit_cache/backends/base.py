@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import nn
 
 from ..adapters import Site
+
+if TYPE_CHECKING:
+    from ..schedule import ScheduleSpace
+
+Streams = tuple  # tuple[Tensor | None, ...]: a block's stream tensors
+BlockPlan = tuple  # (streams the block returns instead of running, last block of the skipped range)
 
 
 @dataclass
@@ -19,63 +27,85 @@ class StepContext:
     num_steps: int | None = None  # steps of this generation when the pipeline's scheduler tells us
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """Decides per (step, block, component, branch) whether to compute, and supplies the value when not."""
+class Backend:
+    """Base class of every caching backend: the complete list of calls the runtime makes, with no-op defaults.
+
+    Component-level backends (``level = "component"``) get one hook per cacheable component and answer
+    `should_compute` / `store` / `reuse`. Block-level backends (``level = "block"``: Δ-DiT, TeaCache,
+    First-Block Cache, CG-Taylor, ERTACache) get one hook per transformer block and answer `block_pre` /
+    `block_post` on the block's *streams*: its stream inputs in the order the block returns them
+    (``Adapter.block_outputs``: (hidden_states,) or (encoder_hidden_states, hidden_states)).
+    Whatever a backend needs from the model it gets as constructor arguments (from its config's
+    `build_backend`). The runtime records each call's decision (skipped or not) for block-level backends.
+    """
+
+    level: ClassVar[str] = "component"
+
+    @property
+    def num_steps(self) -> int | None:
+        """Denoising steps the backend plans for (None: any)."""
+        return None
 
     def begin_generation(self, ctx: StepContext) -> None:
         """Reset per-generation state (called on the first transformer call of a generation)."""
 
+    def begin_call(self, ctx: StepContext) -> None:
+        """Before every transformer call."""
+
+    def end_call(self, ctx: StepContext, output: Any) -> Any:
+        """After every transformer call: the output to return (default: unchanged)."""
+        return output
+
+    # -- component level --
     def should_compute(self, site: Site, ctx: StepContext) -> bool:
         """True to run the component, False to take `reuse()` instead."""
+        return True
 
     def store(self, site: Site, ctx: StepContext, output: Any) -> None:
         """Keep what later steps need from a computed output."""
 
     def reuse(self, site: Site, ctx: StepContext) -> Any:
         """The value to use instead of running the component."""
+        raise NotImplementedError(f"{type(self).__name__} never skips a component")
 
-    def cache_bytes(self) -> int:
-        """Bytes held by cached tensors right now."""
-
-    def reset(self) -> None:
-        """Drop all cached state."""
-
-
-# -- block-level backends ------------------------------------------------------------------------
-# A block-level backend (``level = "block"``) gets one hook per transformer block instead of one per
-# component. It sees each block's *streams*: the block's stream inputs in the order the block returns
-# them (``Adapter.block_outputs``: (hidden_states,) or (encoder_hidden_states, hidden_states)).
-Streams = tuple  # tuple[Tensor | None, ...]
-BlockPlan = tuple  # (streams the block returns instead of running, last block of the skipped range)
-
-
-@runtime_checkable
-class BlockBackend(Protocol):
-    """Decides per block whether to run it or to skip a contiguous range of blocks with a given value.
-
-    ``block_pre(b, ctx, streams_in, (module, args, kwargs))`` returns ``None`` to run block b, or ``(value, end)`` to return
-    ``value`` from block b and pass blocks b+1..end through unchanged. ``block_post`` sees every
-    computed block. Optional: ``bind(handle)`` at install, ``begin_call(ctx)`` before every transformer
-    call, ``end_call(ctx, output) -> output`` after it.
-    """
-
-    level: str  # "block"
-
-    def begin_generation(self, ctx: StepContext) -> None:
-        """Reset per-generation state."""
-
+    # -- block level --
     def block_pre(self, block: int, ctx: StepContext, streams: Streams, inputs: tuple) -> BlockPlan | None:
-        """None to run the block, or (value streams, last skipped block)."""
+        """None to run block `block`, or (value streams, last skipped block): return ``value`` from this block
+        and pass blocks block+1..end through unchanged. ``inputs`` = (module, args, kwargs) of the block."""
+        return None
 
     def block_post(self, block: int, ctx: StepContext, streams_in: Streams, streams_out: Streams) -> None:
         """Observe a computed block's input and output streams."""
 
+    # -- state --
     def cache_bytes(self) -> int:
         """Bytes held by cached tensors right now."""
+        return 0
 
     def reset(self) -> None:
         """Drop all cached state."""
+
+    def snapshot(self) -> Any:
+        """The cache state now, to continue the generation later with `restore` (prefix sharing)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot snapshot its state")
+
+    def restore(self, snap: Any) -> None:
+        """Continue from a `snapshot()`."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore a snapshot")
+
+
+class BlockBackend(Backend):
+    """A backend that runs or skips whole blocks (see `Backend`)."""
+
+    level: ClassVar[str] = "block"
+
+
+class BackendConfig:
+    """Base class of backend configs (the dataclasses users pass to `dit_cache.accelerate`)."""
+
+    def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> Backend:
+        """The backend for `transformer`, whose schedule space is `space`."""
+        raise NotImplementedError
 
 
 def tensor_bytes(tree: Any) -> int:
@@ -113,7 +143,7 @@ def check_family(backend: str, family: str, supported: tuple[str, ...]) -> None:
         )
 
 
-class StackResidualMixin:
+class StackResidualMixin(BlockBackend):
     """Keeps R = out - in of the whole block stack per branch (state objects with `residual` and `in0`)."""
 
     def block_post(self, block: int, ctx: StepContext, streams_in: Streams, streams_out: Streams) -> None:

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from torch import nn
+
 from ..schedule import ScheduleSpace
-from .base import StepContext, Streams, rel_l1
+from .base import BackendConfig, BlockBackend, StepContext, Streams, rel_l1
 from .taylorseer import TaylorFactors
 
 
 @dataclass
-class CGTaylorConfig:
+class CGTaylorConfig(BackendConfig):
     """CG-Taylor (https://arxiv.org/abs/2508.02240): two small Taylor factor sets and a first-block gate.
 
     Factors of the *first block's* output Y₁ (order O₁) and of the *last block's* output Y_L (order O_L,
@@ -41,7 +43,7 @@ class CGTaylorConfig:
                 f"(got {self.threshold}, {self.order_first}, {self.order_last}, {self.warmup})"
             )
 
-    def build_backend(self, space: ScheduleSpace) -> CGTaylorBackend:
+    def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> CGTaylorBackend:
         """A backend for `space` (all families; needs at least 2 blocks)."""
         if space.shape[0] < 2:
             raise ValueError("CG-Taylor needs a model with at least 2 blocks (block 0 is the gate)")
@@ -49,17 +51,15 @@ class CGTaylorConfig:
 
 
 @dataclass
-class CGTaylorBackend:
+class CGTaylorBackend(BlockBackend):
     """Block-level backend for `CGTaylorConfig`."""
 
     config: CGTaylorConfig
     n_blocks: int
-    level: str = "block"
     first: TaylorFactors = field(default_factory=TaylorFactors)  # gate branch only
     last: dict[int, TaylorFactors] = field(default_factory=dict)  # per branch
     decisions: dict[int, bool] = field(default_factory=dict)  # step -> skipped (taken on branch 0)
     errors: dict[int, float] = field(default_factory=dict)  # step -> gate error e
-    log: list[tuple[int, int, int, bool]] = field(default_factory=list)  # (generation, step, branch, skipped)
 
     def begin_generation(self, ctx: StepContext) -> None:
         """Forget the previous generation."""
@@ -72,7 +72,6 @@ class CGTaylorBackend:
         """Branches after the gate branch reuse its decision (skipping block 0 too); block 1 applies it."""
         skip = self.decisions.get(ctx.step, False) and ctx.branch in self.last
         if block == 0 and ctx.branch > 0:
-            self.log.append((ctx.generation, ctx.step, ctx.branch, skip))
             return self._forecast(ctx, block) if skip else None
         if block == 1 and ctx.branch == 0 and skip:
             return self._forecast(ctx, block)
@@ -89,7 +88,6 @@ class CGTaylorBackend:
                 self.errors[ctx.step] = e
                 skip = e < c.threshold
             self.decisions[ctx.step] = skip
-            self.log.append((ctx.generation, ctx.step, ctx.branch, skip))
             if not skip:
                 self.first.update(streams_out, ctx.step, c.order_first)
         if block == self.n_blocks - 1:
@@ -102,4 +100,3 @@ class CGTaylorBackend:
     def reset(self) -> None:
         """Drop all state."""
         self.begin_generation(StepContext())
-        self.log.clear()

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from torch import nn
+
 from ..schedule import ScheduleSpace
-from .base import StepContext, Streams, streams_add, streams_sub, tensor_bytes
+from .base import BackendConfig, BlockBackend, StepContext, Streams, streams_add, streams_sub, tensor_bytes
 
 
 @dataclass
-class DeltaDiTConfig:
+class DeltaDiTConfig(BackendConfig):
     """Δ-DiT (https://arxiv.org/abs/2406.01125): reuse Δ = h_out(B_j) − h_in(B_i) of a block range.
 
     On a full step the range B_i..B_j runs and Δ is stored; on a cached step the range is skipped::
@@ -38,7 +40,7 @@ class DeltaDiTConfig:
                 f"(got {self.interval}, {self.boundary_step}, {self.num_blocks})"
             )
 
-    def build_backend(self, space: ScheduleSpace) -> DeltaDiTBackend:
+    def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> DeltaDiTBackend:
         """A backend for `space` (all families)."""
         n_blocks = space.shape[0]
         n = self.num_blocks if self.num_blocks is not None else max(1, n_blocks // 2)
@@ -55,15 +57,13 @@ class _BranchState:
 
 
 @dataclass
-class DeltaDiTBackend:
+class DeltaDiTBackend(BlockBackend):
     """Block-level backend for `DeltaDiTConfig`."""
 
     config: DeltaDiTConfig
     n_blocks: int
     n_cached: int
-    level: str = "block"
     state: dict[int, _BranchState] = field(default_factory=dict)
-    log: list[tuple[int, int, int, bool]] = field(default_factory=list)  # (generation, step, branch, skipped)
 
     def block_range(self, step: int) -> tuple[int, int]:
         """(first, last) block of the cached range at `step`."""
@@ -88,9 +88,7 @@ class DeltaDiTBackend:
             return None
         st = self.state.setdefault(ctx.branch, _BranchState())
         if not self.is_full(ctx.step) and st.range == (lo, hi):
-            self.log.append((ctx.generation, ctx.step, ctx.branch, True))
             return streams_add(streams, st.delta), hi
-        self.log.append((ctx.generation, ctx.step, ctx.branch, False))
         st.h_in = streams
         return None
 
@@ -108,4 +106,3 @@ class DeltaDiTBackend:
     def reset(self) -> None:
         """Drop all state."""
         self.state.clear()
-        self.log.clear()

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..schedule import ScheduleSpace
 from . import profiles
-from .base import StackResidualMixin, StepContext, Streams, streams_add, tensor_bytes
+from .base import BackendConfig, StackResidualMixin, StepContext, Streams, streams_add, tensor_bytes
 
 
 def uniform_steps(steps: int, count: int) -> list[int]:
@@ -47,7 +48,7 @@ def _correct(residual: Streams, lin: dict | None) -> Streams:
 
 
 @dataclass
-class ERTACacheConfig:
+class ERTACacheConfig(BackendConfig):
     """ERTACache (https://arxiv.org/abs/2508.21091) from a profile made by `dit-cache profile --backend erta`.
 
     On the profile's reuse steps i the whole stack is skipped and its residual R (from the last full
@@ -72,7 +73,7 @@ class ERTACacheConfig:
         if self.select not in ("profile", "uniform"):
             raise ValueError(f"ERTACacheConfig.select must be 'profile' or 'uniform', got {self.select!r}")
 
-    def build_backend(self, space: ScheduleSpace) -> ERTACacheBackend:
+    def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> ERTACacheBackend:
         """A backend for `space` (all families; the profile must be for this family)."""
         prof = profiles.load_profile(self.profile, "erta")
         if prof["family"] != space.family:
@@ -80,7 +81,8 @@ class ERTACacheConfig:
         steps = prof["reuse_steps"]
         if self.select == "uniform":
             steps = uniform_steps(prof["steps"], len(steps))
-        return ERTACacheBackend(self, prof, space.shape[0], frozenset(steps))
+        profiles.check_model(prof, transformer, "erta")
+        return ERTACacheBackend(self, prof, space.shape[0], frozenset(steps), _prediction_channels(transformer))
 
 
 @dataclass
@@ -97,16 +99,9 @@ class ERTACacheBackend(StackResidualMixin):
     profile: dict
     n_blocks: int
     reuse_steps: frozenset
-    level: str = "block"
-    split: int | None = None  # output channels that are the prediction (learned-sigma models: first half)
+    split: int | None  # output channels that are the prediction (learned-sigma models: first half)
     state: dict[int, _BranchState] = field(default_factory=dict)
-    log: list[tuple[int, int, int, bool]] = field(default_factory=list)  # (generation, step, branch, skipped)
     _reused: bool = False
-
-    def bind(self, handle: Any) -> None:
-        """Check the profile's model and note learned-sigma outputs."""
-        profiles.check_model(self.profile, handle.transformer, "erta")
-        self.split = _prediction_channels(handle.transformer)
 
     def begin_generation(self, ctx: StepContext) -> None:
         """Check the step count; forget the previous generation."""
@@ -122,7 +117,6 @@ class ERTACacheBackend(StackResidualMixin):
             return None
         st = self.state.setdefault(ctx.branch, _BranchState())
         skip = ctx.step in self.reuse_steps and st.residual is not None
-        self.log.append((ctx.generation, ctx.step, ctx.branch, skip))
         if skip:
             self._reused = True
             lin = self.profile["linear"].get(str(ctx.step)) if self.config.residual_correction else None
@@ -145,7 +139,6 @@ class ERTACacheBackend(StackResidualMixin):
     def reset(self) -> None:
         """Drop all state."""
         self.state.clear()
-        self.log.clear()
 
 
 def _prediction_channels(transformer: torch.nn.Module) -> int | None:

@@ -18,7 +18,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from ..adapters import get_adapter
 from . import profiles
-from .base import StepContext, Streams, rel_l1, streams_add, streams_sub
+from .base import BlockBackend, StepContext, Streams, rel_l1, streams_add, streams_sub
 from .erta import ERTACacheConfig, _correct, _pred, _prediction_channels, _sample
 
 PROBE_HOOK = "dit_cache.erta_probe"
@@ -29,11 +29,10 @@ def _cpu(streams: Streams) -> Streams:
 
 
 @dataclass
-class _Recorder:
+class _Recorder(BlockBackend):
     """Never skips (except in probe calls); records stack residuals and outputs per (generation, step, branch)."""
 
     n_blocks: int
-    level: str = "block"
     reuse: frozenset = frozenset()
     linear: dict = field(default_factory=dict)
     residuals: dict[tuple[int, int, int], Streams] = field(default_factory=dict)
@@ -74,12 +73,6 @@ class _Recorder:
     def end_call(self, ctx: StepContext, output: Any) -> Any:
         (self.probes if self.probing else self.outputs)[self._key] = _sample(output).detach().float().cpu()
         return output
-
-    def cache_bytes(self) -> int:
-        return 0
-
-    def reset(self) -> None:
-        pass
 
 
 class _ProbeHook(ModelHook):

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from torch import nn
+
 from ..schedule import ScheduleSpace
-from .base import StepContext, Streams, rel_l1, streams_add, streams_sub, tensor_bytes
+from .base import (
+    BackendConfig,
+    BlockBackend,
+    StepContext,
+    Streams,
+    rel_l1,
+    streams_add,
+    streams_sub,
+    tensor_bytes,
+)
 
 
 @dataclass
-class FirstBlockCacheConfig:
+class FirstBlockCacheConfig(BackendConfig):
     """First-Block Cache (https://github.com/chengzeyi/ParaAttention, diffusers `FirstBlockCacheConfig`).
 
     Block 0 always runs; with r = out₀ − in₀ and r_ref the first-block residual of the last full step::
@@ -29,7 +40,7 @@ class FirstBlockCacheConfig:
         if self.threshold < 0:
             raise ValueError(f"FirstBlockCacheConfig.threshold must be >= 0, got {self.threshold}")
 
-    def build_backend(self, space: ScheduleSpace) -> FirstBlockCacheBackend:
+    def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> FirstBlockCacheBackend:
         """A backend for `space` (all families; a one-block model never skips)."""
         return FirstBlockCacheBackend(self, space.shape[0])
 
@@ -43,14 +54,12 @@ class _BranchState:
 
 
 @dataclass
-class FirstBlockCacheBackend:
+class FirstBlockCacheBackend(BlockBackend):
     """Block-level backend for `FirstBlockCacheConfig`."""
 
     config: FirstBlockCacheConfig
     n_blocks: int
-    level: str = "block"
     state: dict[int, _BranchState] = field(default_factory=dict)
-    log: list[tuple[int, int, int, bool]] = field(default_factory=list)  # (generation, step, branch, skipped)
 
     def begin_generation(self, ctx: StepContext) -> None:
         """Forget the previous generation."""
@@ -73,7 +82,6 @@ class FirstBlockCacheBackend:
                 self.n_blocks > 1 and ctx.step > 0 and st.r_ref is not None and st.tail is not None
                 and self.config.threshold > 0 and rel_l1(r, st.r_ref) < self.config.threshold
             )
-            self.log.append((ctx.generation, ctx.step, ctx.branch, st.skip))
             if not st.skip:
                 st.r_ref, st.out0 = r, streams_out
         if block == self.n_blocks - 1 and self.n_blocks > 1:
@@ -87,4 +95,3 @@ class FirstBlockCacheBackend:
     def reset(self) -> None:
         """Drop all state."""
         self.state.clear()
-        self.log.clear()

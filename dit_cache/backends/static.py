@@ -1,16 +1,20 @@
-"""Static step x block x component schedules (FORA, ECAD): compute where the schedule says, reuse elsewhere.
+"""Static step x block x component schedules (FORA, ECAD, learned): compute, reuse or forecast per cell.
 
 FORA (arXiv 2407.01425) and ECAD (arXiv 2506.15682). A reused component returns the raw output cached
 at its last computed step::
 
-    y_{i,l,c} = f_{l,c}(x_{i,l,c})      if S[i, l, c]
-    y_{i,l,c} = y_{j,l,c}               otherwise, j = max{j < i : S[j, l, c]}
+    y_{i,l,c} = f_{l,c}(x_{i,l,c})      if S[i, l, c] = compute
+    y_{i,l,c} = y_{j,l,c}               if S[i, l, c] = reuse,  j = max{j < i : S[j, l, c] = compute}
 
 while the block recomputes its adaLN modulation, gates and residual adds at step i. A forecast cell
-('f' in the schedule file) instead extrapolates from the cell's last two computed steps j' < j
-(first-order TaylorSeer, `TaylorFactors`)::
+(TaylorSeer, arXiv 2503.06923) extrapolates from finite-difference factors Δ⁰..Δ^O refreshed on the
+cell's computed steps (`TaylorFactors`, O = the schedule's ``forecast_order``)::
 
-    y_{i,l,c} = y_j + (i − j) · (y_j − y_{j'}) / (j − j')
+    y_{i,l,c} = Σ_{m ≤ O} Δ^m · k^m / m!,   k = i − j
+
+``keep_all=True`` (exact prefix sharing in the search) keeps every computed output — with
+``forecast_order`` set, every cell's Taylor factors — so the state after step k depends only on the
+schedule's rows 0..k, and `set_schedule` can switch to another plan with the same prefix.
 """
 
 from __future__ import annotations
@@ -18,20 +22,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch.utils._pytree import tree_leaves
+import numpy as np
 
 from ..adapters import Site
 from ..schedule import Schedule, ScheduleError
-from .base import StepContext
+from .base import Backend, StepContext, tensor_bytes
 from .taylorseer import TaylorFactors
+
+Plan = tuple  # (compute[s][b][c], store[s][b][c], forecast[s][b][c] | None, track[b][c] | None)
 
 
 @dataclass
 class StaticCacheState:
-    """Cached component outputs, one dict per CFG branch: {(block, component): output}."""
+    """Per CFG branch: plain cached outputs {(block, component): output} and Taylor factors of tracked cells."""
 
     caches: dict[int, dict[tuple[int, int], Any]] = field(default_factory=dict)
-    factors: dict[int, dict[tuple[int, int], TaylorFactors]] = field(default_factory=dict)  # forecast cells only
+    factors: dict[int, dict[tuple[int, int], TaylorFactors]] = field(default_factory=dict)
 
     def reset(self) -> None:
         """Forget every cached output."""
@@ -39,72 +45,89 @@ class StaticCacheState:
         self.factors.clear()
 
 
-class StaticScheduleBackend:
+class StaticScheduleBackend(Backend):
     """Follows a `Schedule`; optionally resamples it to the pipeline's step count."""
 
-    def __init__(self, schedule: Schedule, *, resample: bool = False) -> None:
-        self.schedule = schedule
-        self.resample = resample
+    def __init__(self, schedule: Schedule, *, resample: bool = False, keep_all: bool = False,
+                 forecast_order: int | None = None) -> None:
+        if forecast_order is not None and not keep_all:
+            raise ValueError("forecast_order is for keep_all backends; a schedule carries its own order")
+        self.resample, self.keep_all, self.track_order = resample, keep_all, forecast_order
         self.state = StaticCacheState()
-        self._plans: dict[int, tuple[list, list, list | None, list | None]] = {}
-        self._compute, self._store, self._fc, self._track = self._plan(schedule.steps)
+        self.set_schedule(schedule)
+
+    def set_schedule(self, schedule: Schedule) -> None:
+        """Follow `schedule` from now on (a restored state must come from a plan with the same prefix)."""
+        if self.keep_all and schedule.forecast is not None and schedule.forecast_order != self.track_order:
+            raise ScheduleError(
+                f"schedule {schedule.name!r} forecasts with order {schedule.forecast_order} but this backend keeps "
+                f"factors of order {self.track_order}: build it with forecast_order={schedule.forecast_order}"
+            )
+        self.schedule = schedule
+        self.order = schedule.forecast_order if self.track_order is None else self.track_order  # of tracked cells
+        self._plans: dict[int, Plan] = {}
+        self._use(self._plan(schedule.steps))
 
     @property
     def num_steps(self) -> int:
         """Steps of the active plan."""
         return len(self._compute)
 
-    def _plan(self, steps: int) -> tuple[list, list, list | None, list | None]:
-        """Nested-list lookups (fast in the hot path): compute[s][b][c], store[s][b][c], and for schedules
-        with forecast cells forecast[s][b][c] and track[b][c] (cells whose Taylor factors are kept)."""
+
+    def _use(self, plan: Plan) -> None:
+        self._compute, self._store, self._fc, self._track = plan
+
+    def _plan(self, steps: int) -> Plan:
+        """Nested-list lookups (fast in the hot path): compute[s][b][c], store[s][b][c] (keep the output as the
+        plain cache), and for forecasting plans forecast[s][b][c] and track[b][c] (cells with Taylor factors)."""
         if steps not in self._plans:
             sched = self.schedule.resample(steps)
-            arr = sched.compute
+            arr, fc = sched.compute, sched.forecast
             store = arr.copy()
-            store[:-1] &= ~arr[1:]  # keep an output only if the next step reuses it
-            store[-1] = False
-            fc = sched.forecast
-            track = None if fc is None else fc.any(0)
+            if not self.keep_all:
+                store[:-1] &= ~arr[1:]  # keep an output only if the next step reuses it
+                store[-1] = False
+            if self.keep_all and self.track_order is not None:
+                track = np.ones(sched.space.shape, dtype=bool)  # every cell: any later plan may forecast it
+            else:
+                track = None if fc is None else fc.any(0)
             if track is not None:
                 store[:, track] = False  # tracked cells reuse their newest factor Δ⁰ (the last output)
-            plan = (arr.tolist(), store.tolist(), None if fc is None else fc.tolist(),
-                    None if track is None else track.tolist())
-            self._plans[steps] = plan
+            self._plans[steps] = (arr.tolist(), store.tolist(), None if fc is None else fc.tolist(),
+                                  None if track is None else track.tolist())
         return self._plans[steps]
 
     def begin_generation(self, ctx: StepContext) -> None:
         """Reset caches; check or resample the step count."""
         self.state.reset()
         n = ctx.num_steps
-        if n is not None and n != self.schedule.steps:
-            if not self.resample:
-                raise ScheduleError(
-                    f"schedule {self.schedule.name!r} has {self.schedule.steps} steps but the pipeline runs {n}: "
-                    f"call the pipeline with num_inference_steps={self.schedule.steps}, make a schedule for {n} "
-                    "steps, or pass resample=True to accelerate() (nearest step in normalized time)"
-                )
-            self._compute, self._store, self._fc, self._track = self._plan(n)
-        else:
-            self._compute, self._store, self._fc, self._track = self._plan(self.schedule.steps)
+        if n is not None and n != self.schedule.steps and not self.resample:
+            raise ScheduleError(
+                f"schedule {self.schedule.name!r} has {self.schedule.steps} steps but the pipeline runs {n}: "
+                f"call the pipeline with num_inference_steps={self.schedule.steps}, make a schedule for {n} "
+                "steps, or pass resample=True to accelerate() (nearest step in normalized time)"
+            )
+        self._use(self._plan(n if n is not None and self.resample else self.schedule.steps))
 
     def should_compute(self, site: Site, ctx: StepContext) -> bool:
         """The schedule's cell for this step."""
         return self._compute[ctx.step][site.block][site.component]
 
     def store(self, site: Site, ctx: StepContext, output: Any) -> None:
-        """Keep the output when the next step reuses it."""
+        """Keep the output when a later step may reuse it; refresh a tracked cell's Taylor factors."""
         if self._store[ctx.step][site.block][site.component]:
             self.state.caches.setdefault(ctx.branch, {})[site.block, site.component] = output
         if self._track is not None and self._track[site.block][site.component]:
             cell = self.state.factors.setdefault(ctx.branch, {}).setdefault((site.block, site.component), TaylorFactors())
-            cell.update(output, ctx.step, 1)
+            cell.update(output, ctx.step, self.order)
 
     def reuse(self, site: Site, ctx: StepContext) -> Any:
-        """The output cached at the last computed step of this branch (or its forecast on 'f' cells)."""
-        if self._track is not None and self._track[site.block][site.component]:
-            cell = self.state.factors[ctx.branch][site.block, site.component]
-            return cell.forecast(ctx.step) if self._fc[ctx.step][site.block][site.component] else cell.factors[0]
+        """The output cached at the last computed step of this branch (or its forecast on forecast cells)."""
         try:
+            if self._track is not None and self._track[site.block][site.component]:
+                cell = self.state.factors[ctx.branch][site.block, site.component]
+                return cell.forecast(ctx.step) if self._fc and self._fc[ctx.step][site.block][site.component] \
+                    else cell.factors[0]
             return self.state.caches[ctx.branch][site.block, site.component]
         except KeyError:
             raise RuntimeError(
@@ -113,14 +136,8 @@ class StaticScheduleBackend:
             ) from None
 
     def cache_bytes(self) -> int:
-        """Bytes held by cached outputs."""
-        return sum(
-            t.numel() * t.element_size()
-            for cache in self.state.caches.values()
-            for out in cache.values()
-            for t in tree_leaves(out)
-            if hasattr(t, "element_size")
-        ) + sum(f.nbytes() for cells in self.state.factors.values() for f in cells.values())
+        """Bytes held by cached outputs and Taylor factors."""
+        return tensor_bytes(self.state.caches) + sum(f.nbytes() for c in self.state.factors.values() for f in c.values())
 
     def reset(self) -> None:
         """Drop cached outputs."""
@@ -132,11 +149,11 @@ class StaticScheduleBackend:
         return {"caches": {b: dict(c) for b, c in self.state.caches.items()}, "steps": self.num_steps, "factors": factors}
 
     def restore(self, snap: dict[str, Any]) -> None:
-        """Continue from a `snapshot()` of a generation with the same plan up to that point."""
-        self._compute, self._store, self._fc, self._track = self._plan(snap["steps"])
+        """Continue from a `snapshot()` of a generation whose plan had the current plan's prefix."""
+        self._use(self._plan(snap["steps"]))
         self.state.caches = {b: dict(c) for b, c in snap["caches"].items()}
         self.state.factors = {}
-        for b, cells in snap.get("factors", {}).items():
+        for b, cells in snap["factors"].items():
             for k, (factors, step) in cells.items():
                 f = self.state.factors.setdefault(b, {})[k] = TaylorFactors()
                 f.factors, f.step = list(factors), step

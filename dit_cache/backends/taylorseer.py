@@ -9,11 +9,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
 from torch.utils._pytree import tree_map
 
 from ..adapters import Site
 from ..schedule import ScheduleSpace
-from .base import StepContext, tensor_bytes
+from .base import Backend, BackendConfig, StepContext, tensor_bytes
 
 
 def _sub_div(a: Any, b: Any, d: float) -> Any:
@@ -63,7 +64,7 @@ class TaylorFactors:
 
 
 @dataclass
-class TaylorSeerConfig:
+class TaylorSeerConfig(BackendConfig):
     """TaylorSeer (https://arxiv.org/abs/2503.06923): per-component Taylor forecasting between full steps.
 
     Full steps: the first ``warmup`` steps, then every ``interval``-th step::
@@ -89,13 +90,13 @@ class TaylorSeerConfig:
                 f"{self.order}, {self.warmup}); warmup >= 1 because step 0 has nothing to forecast from"
             )
 
-    def build_backend(self, space: ScheduleSpace) -> TaylorSeerBackend:
+    def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> TaylorSeerBackend:
         """A backend for a model with schedule space `space` (all families)."""
         return TaylorSeerBackend(self)
 
 
 @dataclass
-class TaylorSeerBackend:
+class TaylorSeerBackend(Backend):
     """Component-level backend: compute on full steps, forecast elsewhere."""
 
     config: TaylorSeerConfig

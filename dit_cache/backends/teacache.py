@@ -22,10 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..schedule import ScheduleSpace
 from . import profiles
 from .base import (
+    BackendConfig,
+    BlockBackend,
     StackResidualMixin,
     StepContext,
     Streams,
@@ -64,7 +67,7 @@ def modulated_input(family: str, block: torch.nn.Module, args: tuple, kwargs: di
 
 
 @dataclass
-class TeaCacheConfig:
+class TeaCacheConfig(BackendConfig):
     """TeaCache (https://arxiv.org/abs/2411.19108): accumulated polynomial-rescaled input change gate.
 
     With m_i block 0's modulated input and p a 4th-order polynomial fitted per model::
@@ -89,13 +92,14 @@ class TeaCacheConfig:
         if self.coefficients is not None and self.profile is not None:
             raise ValueError("give TeaCacheConfig either coefficients or a profile, not both")
 
-    def build_backend(self, space: ScheduleSpace) -> TeaCacheBackend:
-        """A backend for `space` (families: pixart, dit, flux, sd3, wan)."""
+    def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> TeaCacheBackend:
+        """A backend for `transformer` (families: pixart, dit, flux, sd3, wan; a profile must be for this model)."""
         check_family("TeaCache", space.family, FAMILIES)
         coeffs = self.coefficients
         prof = None
         if self.profile is not None:
             prof = profiles.load_profile(self.profile, "teacache")
+            profiles.check_model(prof, transformer, "teacache")
             coeffs = prof["coefficients"]
         return TeaCacheBackend(self, space.family, space.shape[0], np.asarray(coeffs if coeffs is not None else [1.0, 0.0]),
                                prof)
@@ -118,14 +122,7 @@ class TeaCacheBackend(StackResidualMixin):
     n_blocks: int
     coefficients: np.ndarray
     profile: dict | None = None
-    level: str = "block"
     state: dict[int, _BranchState] = field(default_factory=dict)
-    log: list[tuple[int, int, int, bool]] = field(default_factory=list)  # (generation, step, branch, skipped)
-
-    def bind(self, handle: Any) -> None:
-        """Check a profile against the accelerated model."""
-        if self.profile is not None:
-            profiles.check_model(self.profile, handle.transformer, "teacache")
 
     def begin_generation(self, ctx: StepContext) -> None:
         """Forget the previous generation."""
@@ -146,7 +143,6 @@ class TeaCacheBackend(StackResidualMixin):
         if not skip:
             st.acc = 0.0
         st.prev_m = m
-        self.log.append((ctx.generation, ctx.step, ctx.branch, skip))
         if skip:
             return streams_add(streams, st.residual), self.n_blocks - 1
         st.in0 = streams
@@ -159,15 +155,13 @@ class TeaCacheBackend(StackResidualMixin):
     def reset(self) -> None:
         """Drop all state."""
         self.state.clear()
-        self.log.clear()
 
 
 @dataclass
-class _Recorder:
+class _Recorder(BlockBackend):
     """Never skips; records (rel-L1 of modulated input, rel-L1 of transformer output) between steps."""
 
     family: str
-    level: str = "block"
     prev: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # branch -> (m, out)
     m: torch.Tensor | None = None
     pairs: list[tuple[float, float]] = field(default_factory=list)
@@ -180,9 +174,6 @@ class _Recorder:
             self.m = modulated_input(self.family, *inputs)
         return None
 
-    def block_post(self, block: int, ctx: StepContext, streams_in: Streams, streams_out: Streams) -> None:
-        pass
-
     def end_call(self, ctx: StepContext, output: Any) -> Any:
         out = output[0] if isinstance(output, tuple) else output.sample
         if ctx.branch in self.prev:
@@ -190,9 +181,6 @@ class _Recorder:
             self.pairs.append((rel_l1((self.m,), (pm,)), rel_l1((out,), (po,))))
         self.prev[ctx.branch] = (self.m, out)
         return output
-
-    def cache_bytes(self) -> int:
-        return 0
 
     def reset(self) -> None:
         self.prev.clear()
