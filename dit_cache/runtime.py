@@ -2,9 +2,9 @@
 
 Two kinds of hooks, both through ``diffusers.hooks.HookRegistry`` on *this instance* only:
 
-1. a step tracker on the transformer's forward reads the timestep and sets (generation, step, branch):
-   a repeated timestep is the same step (the next CFG branch when cond/uncond are separate calls),
-   a smaller one is the next step, a larger one starts a new generation and resets all state;
+1. a step tracker on the transformer's forward sets (generation, step, branch) from the pipeline's
+   scheduler, or from the timestep argument without one (`tracking.StepTracker`); a new generation
+   resets all state;
 2. a hook on every cacheable component asks the backend "compute or not?"; when not, the backend's
    value replaces the component's output; or, for block-level backends (``backend.level == "block"``:
    Δ-DiT, TeaCache, First-Block Cache, CG-Taylor, ERTACache), a hook on every block that runs it or
@@ -29,6 +29,7 @@ from .ecad import load_schedule_file
 from .macs import meta_like, meta_model_of, step_cost
 from .schedule import Schedule, ScheduleError, ScheduleSpace
 from .stats import CacheStats
+from .tracking import StepTracker
 
 STEP_HOOK = "dit_cache.step"
 COMPONENT_HOOK = "dit_cache.component"
@@ -59,20 +60,13 @@ class _StepTrackerHook(ModelHook):
 
     def pre_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         h, ctx = self.handle, self.handle.ctx
-        t = self._timestep(args, kwargs)
-        if ctx.timestep is None or t > ctx.timestep:
-            h._begin_generation(t)
-        elif t == ctx.timestep:
-            ctx.branch += 1
-        else:
-            ctx.step += 1
-            ctx.branch = 0
-            if ctx.step >= h.backend_steps():
-                raise ScheduleError(
-                    f"the generation reached step {ctx.step + 1} but the schedule has {h.backend_steps()} steps: "
-                    "run the pipeline with the schedule's step count, or pass resample=True to accelerate()"
-                )
-        ctx.timestep = t
+        if h.tracker.advance(ctx, lambda: self._timestep(args, kwargs)):
+            h._begin_generation()
+        elif ctx.step >= h.backend_steps():
+            raise ScheduleError(
+                f"the generation reached step {ctx.step + 1} but the schedule has {h.backend_steps()} steps: "
+                "run the pipeline with the schedule's step count, or pass resample=True to accelerate()"
+            )
         h._skip_until = -1
         h.backend.begin_call(ctx)
         key = tuple(tuple(x.shape) for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor))
@@ -92,7 +86,9 @@ class _StepTrackerHook(ModelHook):
         if h.block_level:  # the call's decision: did the backend skip any block?
             ctx = h.ctx
             h._log.append((ctx.generation, ctx.step, ctx.branch, h._skip_until >= 0))
-        return h.backend.end_call(h.ctx, output)
+        output = h.backend.end_call(h.ctx, output)
+        h.tracker.close()
+        return output
 
 
 class _ComponentHook(ModelHook):
@@ -174,6 +170,7 @@ class CacheHandle:
         self.backend = backend
         self.check_finite = check_finite
         self.ctx = StepContext()
+        self.tracker = StepTracker(pipeline)
         self.stats = CacheStats(self.space, self._cost)
         self._meta_model: nn.Module | None = None
         self._hooked: list[tuple[nn.Module, str, bool]] = []  # (module, hook name, registry created by us)
@@ -239,18 +236,9 @@ class CacheHandle:
         self.remove()
 
     # -- generation tracking -----------------------------------------------------------------
-    def _begin_generation(self, t: float) -> None:
-        ctx = self.ctx
-        ctx.generation += 1
-        ctx.step, ctx.branch, ctx.timestep = 0, 0, t
-        ctx.num_steps = self._pipeline_steps()
+    def _begin_generation(self) -> None:
         self.stats.generations += 1
-        self.backend.begin_generation(ctx)
-
-    def _pipeline_steps(self) -> int | None:
-        """Distinct timesteps the pipeline's scheduler is set to, if there is a pipeline."""
-        ts = getattr(getattr(self.pipeline, "scheduler", None), "timesteps", None)
-        return int(torch.unique(torch.as_tensor(ts)).numel()) if ts is not None and len(ts) else None
+        self.backend.begin_generation(self.ctx)
 
     def backend_steps(self) -> int:
         """Step count the backend plans for (large for dynamic backends)."""
@@ -259,7 +247,7 @@ class CacheHandle:
 
     def reset(self) -> None:
         """Forget the current generation: the next transformer call starts a new one."""
-        self.ctx.timestep = None
+        self.tracker.reset(self.ctx)
         self.backend.reset()
         self._log.clear()
 
@@ -270,6 +258,7 @@ class CacheHandle:
     def restore(self, snap: dict[str, Any]) -> None:
         """Resume from `snapshot()`: the next transformer call continues that generation."""
         self.ctx = dataclasses.replace(snap["ctx"])
+        self.tracker.open = False
         for module, name, _ in self._hooked:
             hook = module._diffusers_hook.get_hook(name)
             if isinstance(hook, _ComponentHook):

@@ -253,3 +253,103 @@ def test_snapshot_restore_continues_a_generation_exactly():
         handle.restore(snap)
         rest = [step(i) for i in range(3, 6)]
     assert all(torch.equal(a, b) for a, b in zip(full, first + rest))
+
+
+# -- step tracking ----------------------------------------------------------------------------------
+def _with_scheduler(family, cls):
+    pipe = build_tiny_pipeline(family)
+    pipe.scheduler = cls.from_config(pipe.scheduler.config)
+    return pipe
+
+
+@pytest.mark.parametrize("cls", ["HeunDiscreteScheduler", "KDPM2DiscreteScheduler"])
+def test_second_order_samplers_get_one_schedule_row_per_evaluation(cls):
+    """Heun / KDPM2 evaluate the transformer twice per step: the repeat is a step of its own, not a CFG branch."""
+    import diffusers
+
+    pipe = _with_scheduler("pixart", getattr(diffusers, cls))
+    space = dc.space_of(pipe.transformer)
+    ref = _output(pipe, "pixart", steps=6)
+    evals = len(pipe.scheduler.timesteps)
+    assert evals == 11
+    with dc.accelerate(pipe, dc.compute_all(space, evals)):
+        assert torch.equal(_output(pipe, "pixart", steps=6), ref)
+    with dc.accelerate(pipe, dc.fora(space, evals, 2)) as h:
+        out = _output(pipe, "pixart", steps=6)
+        assert h.stats.calls == evals and not torch.equal(out, ref)
+        assert h.stats.computed.sum((1, 2)).tolist() == [12 if i % 2 == 0 else 0 for i in range(evals)]
+    with dc.accelerate(pipe, dc.fora(space, 6, 2)):
+        with pytest.raises(dc.ScheduleError, match=f"pipeline runs 11 \\({cls} evaluates the transformer 11 times for 6 steps\\)"):
+            _output(pipe, "pixart", steps=6)
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_a_failed_first_call_does_not_poison_the_next_generation(bare):
+    """After a generation dies in its first transformer call, the next one on the same handle is a fresh one."""
+    pipe = build_tiny_pipeline("pixart")
+    space = dc.space_of(pipe.transformer)
+    with dc.accelerate(pipe.transformer if bare else pipe, dc.fora(space, 20, 2)):
+        ref = _output(pipe, "pixart")
+    boom = {"left": 1}
+
+    def fail_once(module, args):
+        if boom["left"]:
+            boom["left"] -= 1
+            raise KeyboardInterrupt
+
+    with dc.accelerate(pipe.transformer if bare else pipe, dc.fora(space, 20, 2)) as h:
+        hook = pipe.transformer.transformer_blocks[0].register_forward_pre_hook(fail_once)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                _output(pipe, "pixart")
+            assert torch.equal(_output(pipe, "pixart"), ref)
+            assert h.stats.generations == 2 and h.ctx.generation == 1
+        finally:
+            hook.remove()
+
+
+def test_check_finite_error_at_step_0_does_not_poison_the_next_generation():
+    pipe = build_tiny_pipeline("pixart")
+    space = dc.space_of(pipe.transformer)
+    with dc.accelerate(pipe, dc.fora(space, 20, 2)):
+        ref = _output(pipe, "pixart")
+    w = pipe.transformer.proj_out.weight
+    saved = w[0, 0].item()
+    with dc.accelerate(pipe, dc.fora(space, 20, 2), check_finite=True):
+        with torch.no_grad():
+            w[0, 0] = float("nan")
+        with pytest.raises(FloatingPointError, match="at step 0"):
+            _output(pipe, "pixart")
+        with torch.no_grad():
+            w[0, 0] = saved
+        assert torch.equal(_output(pipe, "pixart"), ref)
+
+
+def _host_syncs(fn) -> int:
+    """`aten._local_scalar_dense` calls (what `.item()`, `float(t)`, `bool(t)` of a tensor dispatch to) in fn()."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._local_scalar_dense.default:
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
+@pytest.mark.parametrize("family", ["pixart", "flux"])
+def test_static_schedules_add_no_host_sync_to_a_pipeline_generation(family):
+    """With a pipeline, steps come from its scheduler: hooks add 0 syncs; check_finite adds one per call."""
+    pipe = build_tiny_pipeline(family)
+    space = dc.space_of(pipe.transformer)
+    base = _host_syncs(lambda: _output(pipe, family))
+    for sched in (dc.compute_all(space, 20), dc.fora(space, 20, 2), dc.fora(space, 20, 3).with_forecast()):
+        with dc.accelerate(pipe, sched):
+            assert _host_syncs(lambda: _output(pipe, family)) == base
+    with dc.accelerate(pipe, dc.fora(space, 20, 2), check_finite=True):
+        assert _host_syncs(lambda: _output(pipe, family)) == base + 20 * CALLS_PER_STEP[family]

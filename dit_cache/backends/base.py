@@ -25,6 +25,7 @@ class StepContext:
     branch: int = 0  # k-th transformer call at this timestep (cond / uncond when CFG makes separate calls)
     timestep: float | None = None
     num_steps: int | None = None  # steps of this generation when the pipeline's scheduler tells us
+    steps_note: str = ""  # why num_steps differs from num_inference_steps (e.g. a second-order sampler)
 
 
 class Backend:

@@ -103,7 +103,7 @@ class StaticScheduleBackend(Backend):
         n = ctx.num_steps
         if n is not None and n != self.schedule.steps and not self.resample:
             raise ScheduleError(
-                f"schedule {self.schedule.name!r} has {self.schedule.steps} steps but the pipeline runs {n}: "
+                f"schedule {self.schedule.name!r} has {self.schedule.steps} steps but the pipeline runs {n}{ctx.steps_note}: "
                 f"call the pipeline with num_inference_steps={self.schedule.steps}, make a schedule for {n} "
                 "steps, or pass resample=True to accelerate() (nearest step in normalized time)"
             )
