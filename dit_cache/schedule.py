@@ -262,19 +262,30 @@ class Schedule:
         return cls(arr, space, metadata or {}, fc, forecast_order)
 
     def resample(self, steps: int) -> Schedule:
-        """The schedule for another step count: new step j takes old step round(j * (S-1) / (S'-1)).
+        """The schedule for another step count, keeping each cell's compute density and rhythm.
 
-        Nearest neighbour in normalized time t = j / (S'-1); step 0 always computes.
+        Each computed step i of a cell owns the run up to the cell's next computed step (gap g): every
+        step of that run carries the density 1/g (a run sums to one compute). Step i of S covers the
+        normalised time [i/S, (i+1)/S); new step j of S' gets the density mass
+        ``m_j = Σ_i d_i · S'·|step j ∩ step i|``, and computes when an integer lies in (B_{j−1}, B_j],
+        B_j = Σ_{j'<j} m_{j'} (step 0 always computes). A periodic schedule (FORA-N) becomes the native
+        FORA-N at the new step count; nearest-step sampling aliased it (FORA-2 20→10 turned into
+        "compute 5 steps, reuse 5"). A new reuse step forecasts when a source step it overlaps forecasts.
         """
-        if steps < 1:
-            raise ScheduleError(f"cannot resample to {steps} steps")
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ScheduleError(f"cannot resample to {steps!r} steps: give a whole number >= 1")
         if steps == self.steps:
             return self
-        src = np.rint(np.linspace(0, self.steps - 1, steps)).astype(int) if steps > 1 else np.zeros(1, int)
-        arr = self.compute[src].copy()
+        w = _overlap(self.steps, int(steps))  # [S', S]: fraction of new step j covered by old step i
+        mass = np.einsum("ji,ibc->jbc", w, _run_density(self.compute))
+        before = np.floor(np.cumsum(mass, axis=0) - mass + 1e-9)
+        arr = np.diff(before, axis=0, prepend=-1) > 0
         arr[0] = True
-        meta = {**self.metadata, "resampled_from_steps": self.steps}
-        fc = None if self.forecast is None else self.forecast[src] & ~arr
+        arr[:, ~self.space.applicable] = True
+        fc = None
+        if self.forecast is not None:
+            fc = (np.einsum("ji,ibc->jbc", w, self.forecast.astype(float)) > 0) & ~arr
+        meta = {**self.metadata, "name": f"{self.name}@{self.steps}to{steps}", "resampled_from_steps": self.steps}
         return Schedule(arr, self.space, meta, fc, self.forecast_order)
 
     # -- JSON --------------------------------------------------------------------------------
@@ -425,6 +436,26 @@ def _migrate_forecast_cells(meta: Mapping[str, Any], compute: np.ndarray, app: n
         raise ScheduleError(f"metadata['forecast_order'] must be an integer >= 0, got {order!r}: {fix}")
     rest = {k: v for k, v in meta.items() if k not in ("forecast_cells", "forecast_order")}
     return mask, order, {**rest, "migrated": "schema 1 metadata['forecast_cells'] -> 'f' cells"}
+
+
+def _run_density(compute: np.ndarray) -> np.ndarray:
+    """Float [steps, blocks, components]: 1 / (length of the run from the cell's last computed step to its next)."""
+    n = compute.shape[0]
+    idx = np.arange(n)[:, None, None]
+    prev = np.maximum.accumulate(np.where(compute, idx, -1), axis=0)  # last computed step <= i (step 0 computes)
+    nxt = np.minimum.accumulate(np.where(compute, idx, n)[::-1], axis=0)[::-1]  # first computed step >= i
+    after = np.concatenate([nxt[1:], np.full((1, *compute.shape[1:]), n)])  # first computed step > i
+    end = np.where(compute, after, nxt)
+    return 1.0 / (end - np.maximum(prev, 0))
+
+
+def _overlap(src: int, dst: int) -> np.ndarray:
+    """[dst, src]: the fraction of new step j's normalised interval [j/dst, (j+1)/dst) that old step i covers."""
+    j = np.arange(dst)[:, None]
+    i = np.arange(src)[None, :]
+    lo = np.maximum(j / dst, i / src)
+    hi = np.minimum((j + 1) / dst, (i + 1) / src)
+    return np.clip(hi - lo, 0.0, None) * dst
 
 
 def read_json(path: Path, what: str = "file") -> Any:

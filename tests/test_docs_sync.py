@@ -70,3 +70,11 @@ def test_model_adherence_rows_are_evaluation_json(doc: str) -> None:
         cells = " | ".join(f"{v:.3f}" for v in exact)
         assert cells in text, (key, cells)
         assert f"{r['shapes_fid']:.1f}" in text, (key, r["shapes_fid"])
+
+
+def test_readme_resample_table_is_resample_json() -> None:
+    spec = importlib.util.spec_from_file_location("bench_resample", ROOT / "benchmarks" / "resample.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    table = mod.table(_load("resample.json")["rows"])
+    assert table in README and table == (RESULTS / "resample.md").read_text()

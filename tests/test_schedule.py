@@ -113,15 +113,35 @@ def test_step0_repair_only_when_asked(pixart_space):
         assert Schedule.from_dict(d, repair=True) == s
 
 
-def test_resample_nearest_normalized_time(pixart_space):
+@pytest.mark.parametrize("interval", [2, 3, 4])
+@pytest.mark.parametrize("steps", [10, 15, 30, 50])
+def test_resample_keeps_the_rhythm_of_periodic_schedules(pixart_space, interval, steps):
+    """FORA-N made for 20 steps, resampled, is FORA-N at the new step count (nearest-step sampling aliased it:
+    FORA-2 20->10 became 'compute 5 steps, then reuse 5' at the same MACs)."""
+    s = fora(pixart_space, 20, interval)
+    r = s.resample(steps)
+    native = fora(pixart_space, steps, interval).compute
+    assert r.steps == steps and r.metadata["resampled_from_steps"] == 20 and r.name == f"fora-{interval}@20to{steps}"
+    if not (interval == 3 and steps in (30, 50)):
+        assert np.array_equal(r.compute, native)
+    else:  # FORA-3 at 20 ends with a gap of 2 (steps 18, 19): that tail is kept, the rest is native
+        assert np.array_equal(r.compute[: steps - 5], native[: steps - 5])
+    assert abs(r.compute_fraction() - s.compute_fraction()) <= 0.07  # the compute density is kept
+
+
+def test_resample_learned_like_schedule_keeps_each_cells_density(pixart_space):
+    s = random_schedule(pixart_space, 20, 0.6, seed=3)
+    for steps in (10, 15, 30, 50):
+        r = s.resample(steps)
+        per_cell_src, per_cell_dst = s.compute.mean(0), r.compute.mean(0)
+        assert np.abs(per_cell_src - per_cell_dst).max() <= 1.5 / min(steps, 20) + 0.05
+
+
+def test_resample_edges(pixart_space):
     s = fora(pixart_space, 20, 2)
-    r = s.resample(10)
-    src = np.rint(np.linspace(0, 19, 10)).astype(int)  # 0, 2, 4, 6, 8, 11, 13, 15, 17, 19
-    expected = s.compute[src].copy()
-    expected[0] = True
-    assert np.array_equal(r.compute, expected) and r.metadata["resampled_from_steps"] == 20
-    assert s.resample(20) is s
-    up = s.resample(40)
-    assert up.steps == 40 and up.compute[0].all()
-    with pytest.raises(ScheduleError):
-        s.resample(0)
+    assert s.resample(20) is s and s.resample(1).compute.all()
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ScheduleError, match="cannot resample"):
+            s.resample(bad)
+    f = s.with_forecast(order=2).resample(10)
+    assert f.forecast_order == 2 and np.array_equal(f.forecast_mask, ~f.compute)
