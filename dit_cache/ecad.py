@@ -39,45 +39,71 @@ def _infer_family(components: set[str]) -> str:
     raise ScheduleError(f"cannot tell the model family from ECAD components {sorted(components)}")
 
 
-def from_ecad(data: Mapping[str, Any], *, family: str | None = None, source: str | None = None) -> Schedule:
-    """Schedule from a parsed ECAD JSON document (step-0 reuse flags are computed, with a warning)."""
-    try:
-        cs = data["cache_schedule"]
-        steps_map = cs["schedule"]
-    except (KeyError, TypeError):
-        raise ScheduleError("not an ECAD schedule: expected {\"cache_schedule\": {\"schedule\": ...}}") from None
+def _ecad_steps(data: Any) -> tuple[Mapping[str, Any], Mapping[str, Any], list[str]]:
+    """(cache_schedule, schedule table, step keys in order) of an ECAD document, checked."""
+    cs = data.get("cache_schedule") if isinstance(data, Mapping) else None
+    steps_map = cs.get("schedule") if isinstance(cs, Mapping) else None
+    if not isinstance(steps_map, Mapping) or not steps_map:
+        raise ScheduleError("not an ECAD schedule: expected {\"cache_schedule\": {\"schedule\": {\"000\": ...}}}")
+    bad = [k for k in steps_map if not (isinstance(k, str) and k.isdigit())]
+    if bad:
+        raise ScheduleError(f"ECAD step keys must be numbers like '000', got {bad[:3]}")
     step_keys = sorted(steps_map, key=int)
     if [int(k) for k in step_keys] != list(range(len(step_keys))):
         raise ScheduleError(f"ECAD steps must be 000..{len(step_keys) - 1:03d}, got {step_keys[:3]}...")
     n_steps = cs.get("num_inference_steps", len(step_keys))
     if n_steps != len(step_keys):
         raise ScheduleError(f"num_inference_steps is {n_steps} but the schedule has {len(step_keys)} steps")
+    for key in step_keys:
+        step = steps_map[key]
+        if not isinstance(step, Mapping) or not all(isinstance(v, Mapping) for v in step.values()):
+            raise ScheduleError(f"ECAD step {key}: expected {{block: {{component: true/false}}}}")
+    return cs, steps_map, step_keys
+
+
+def _check_block_counts(cs: Mapping[str, Any], block_ids: list[str]) -> None:
+    """num_blocks (double/joint blocks) and num_single_blocks (FLUX) agree with the table's blocks."""
+    single = sum(b.startswith("single_") for b in block_ids)
+    if "num_single_blocks" in cs:  # ECAD's FLUX files: "num_blocks": 19, "num_single_blocks": 38
+        counts = {"num_blocks": len(block_ids) - single, "num_single_blocks": single}
+    else:
+        counts = {"num_blocks": len(block_ids)}
+    for key, n in counts.items():
+        if cs.get(key, n) != n:
+            raise ScheduleError(f"{key} is {cs[key]} but step 000 has {n} {'single ' if 'single' in key else ''}blocks")
+
+
+def from_ecad(data: Mapping[str, Any], *, family: str | None = None, source: str | None = None) -> Schedule:
+    """Schedule from a parsed ECAD JSON document (step-0 reuse flags are computed, with a warning)."""
+    cs, steps_map, step_keys = _ecad_steps(data)
     block_ids = sorted(steps_map[step_keys[0]], key=_block_key)
-    if cs.get("num_blocks", len(block_ids)) != len(block_ids):
-        raise ScheduleError(f"num_blocks is {cs['num_blocks']} but step 000 has {len(block_ids)} blocks")
+    _check_block_counts(cs, block_ids)
     used = {c for step in steps_map.values() for blk in step.values() for c in blk}
     family = family or _infer_family(used)
     components = get_adapter(family).components
     unknown = used - set(components)
     if unknown:
         raise ScheduleError(f"unknown components {sorted(unknown)} for family {family!r}; expected {list(components)}")
-    applicable = np.array([[c in steps_map[step_keys[0]][b] for c in components] for b in block_ids])
+    first = steps_map[step_keys[0]]
+    applicable = np.array([[c in first[b] for c in components] for b in block_ids])
     arr = np.ones((len(step_keys), len(block_ids), len(components)), dtype=bool)
     for s, key in enumerate(step_keys):
         step = steps_map[key]
         if sorted(step, key=_block_key) != block_ids:
             raise ScheduleError(f"ECAD step {key} has different blocks than step 000")
         for b, bid in enumerate(block_ids):
+            if set(step[bid]) != set(first[bid]):
+                raise ScheduleError(f"ECAD step {key} block {bid} has components {sorted(step[bid])} but step 000 has "
+                                    f"{sorted(first[bid])}: every step must flag the same components")
             for comp, flag in step[bid].items():
                 if not isinstance(flag, bool):
                     raise ScheduleError(f"ECAD step {key} block {bid} {comp}: expected true/false, got {flag!r}")
                 arr[s, b, components.index(comp)] = flag
     space = ScheduleSpace(family, tuple(block_ids), components, applicable)
-    metrics = data.get("metrics") or {}
-    meta: dict[str, Any] = {
-        "name": cs.get("name", "ecad"),
-        "provenance": {"format": "ecad", "source": source, "attributes": cs.get("attributes", {})},
-    }
+    metrics = data.get("metrics") if isinstance(data.get("metrics"), Mapping) else {}
+    attributes = cs.get("attributes") if isinstance(cs.get("attributes"), Mapping) else {}
+    meta: dict[str, Any] = {"name": str(cs.get("name", "ecad")),
+                            "provenance": {"format": "ecad", "source": source, "attributes": attributes}}
     if "total_macs" in metrics:
         meta["ecad_metrics"] = {k: metrics[k] for k in ("total_macs", "total_flops", "latency") if k in metrics}
     return Schedule.repaired(arr, space, meta)
@@ -110,9 +136,12 @@ def to_ecad(schedule: Schedule, *, per_step_macs: list[int] | None = None) -> di
             "num_affected_blocks": int(reused.any((0, 2)).sum()),
             "total_num_affected_blocks": int(reused.any(2).sum()),
         }
+    single = sum(b.startswith("single_") for b in space.block_ids)
+    counts = {"num_blocks": len(space.block_ids) - single, "num_single_blocks": single} if single else \
+        {"num_blocks": len(space.block_ids)}  # ECAD's FLUX files count double and single blocks apart
     doc: dict[str, Any] = {
         "cache_schedule": {
-            "num_blocks": len(space.block_ids),
+            **counts,
             "num_inference_steps": schedule.steps,
             "name": schedule.name,
             "attributes": attributes,

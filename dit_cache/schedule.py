@@ -458,14 +458,26 @@ def _overlap(src: int, dst: int) -> np.ndarray:
     return np.clip(hi - lo, 0.0, None) * dst
 
 
-def read_json(path: Path, what: str = "file") -> Any:
-    """Parsed JSON of `path`, or a ScheduleError saying the file is missing or malformed."""
+def read_json(path: str | Path, what: str = "file", error: type[Exception] = ScheduleError) -> Any:
+    """Parsed JSON of `path`, or one `error` naming the file and what is wrong (missing, a folder, unreadable,
+    not text, not JSON, nested too deeply); never a raw traceback."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, not a JSON file")
     if not path.is_file():
-        raise ScheduleError(f"{what} not found: {path}")
+        raise error(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{what} {path} is not a text (UTF-8 JSON) file") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ScheduleError(f"{path} is not valid JSON: {e}") from None
+        raise error(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise error(f"{path} is nested too deeply to be a {what}") from None
 
 
 def _cells(space: ScheduleSpace, mask: np.ndarray) -> str:

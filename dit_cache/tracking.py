@@ -14,11 +14,13 @@ Two sources, tried in this order on every call:
    larger one a new generation (one host sync per call to read it).
 
 A call that raised (Ctrl-C, OOM, a `check_finite` error) never finished: the next call starts a new
-generation instead of continuing from the failed call's state.
+generation instead of continuing from the failed call's state. A handle is not shared between
+threads: a call from another thread while one is running raises (one pipeline and handle per thread).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +39,7 @@ class StepTracker:
         self.install_timesteps = getattr(self.scheduler, "timesteps", None)  # set before any generation
         self.timesteps: Any = None  # the running generation's scheduler timesteps (scheduler mode)
         self.open = False  # a call began and has not finished
+        self.owner: int | None = None  # thread of the open call
 
     def reset(self, ctx: StepContext) -> None:
         """The next call starts a new generation."""
@@ -58,7 +61,13 @@ class StepTracker:
 
     def advance(self, ctx: StepContext, read_timestep: Callable[[], float]) -> bool:
         """Update `ctx` for this call; True when it starts a new generation (ctx.num_steps then set)."""
-        failed, self.open = self.open, True
+        me = threading.get_ident()
+        if self.open and self.owner != me:
+            raise RuntimeError(
+                "this dit-cache handle is inside a transformer call in another thread: a handle holds one "
+                "generation's caches at a time, so give each thread its own pipeline and accelerate() each"
+            )
+        failed, self.open, self.owner = self.open, True, me
         pos = self._position()
         if pos is not None:
             ts, idx, total = pos

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -103,6 +105,21 @@ class BlockBackend(Backend):
 
 class BackendConfig:
     """Base class of backend configs (the dataclasses users pass to `dit_cache.accelerate`)."""
+
+    def check_values(self) -> None:
+        """Raise a ValueError naming the field when a number field holds NaN, ±inf, a bool or a fraction for an
+        integer (so that no value is silently reinterpreted: NaN compares False with every threshold)."""
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v, d = getattr(self, f.name), f.default
+            where = f"{type(self).__name__}.{f.name}"
+            if isinstance(d, bool) or d is dataclasses.MISSING or v is None or isinstance(d, (str, type(None))):
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"{where} must be a number, got {v!r}")
+            if isinstance(d, int) and not isinstance(v, int):
+                raise ValueError(f"{where} must be a whole number, got {v!r}")
+            if not math.isfinite(v):
+                raise ValueError(f"{where} must be a finite number, got {v!r}")
 
     def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> Backend:
         """The backend for `transformer`, whose schedule space is `space`."""

@@ -37,6 +37,7 @@ class CGTaylorConfig(BackendConfig):
     warmup: int = 3
 
     def __post_init__(self) -> None:
+        self.check_values()
         if self.threshold < 0 or self.order_first < 0 or self.order_last < 0 or self.warmup < 1:
             raise ValueError(
                 "CGTaylorConfig needs threshold >= 0, orders >= 0, warmup >= 1 "

@@ -34,6 +34,7 @@ class DeltaDiTConfig(BackendConfig):
     boundary_step: int = 12
 
     def __post_init__(self) -> None:
+        self.check_values()
         if self.interval < 1 or self.boundary_step < 0 or (self.num_blocks is not None and self.num_blocks < 1):
             raise ValueError(
                 f"DeltaDiTConfig needs interval >= 1, boundary_step >= 0, num_blocks >= 1 or None "

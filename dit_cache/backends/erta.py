@@ -70,12 +70,14 @@ class ERTACacheConfig(BackendConfig):
     interval_correction: bool = True
 
     def __post_init__(self) -> None:
+        self.check_values()
         if self.select not in ("profile", "uniform"):
             raise ValueError(f"ERTACacheConfig.select must be 'profile' or 'uniform', got {self.select!r}")
 
     def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> ERTACacheBackend:
         """A backend for `space` (all families; the profile must be for this family)."""
         prof = profiles.load_profile(self.profile, "erta")
+        _check_erta_profile(prof)
         if prof["family"] != space.family:
             raise profiles.ProfileError(f"the ERTACache profile is for family {prof['family']!r}, the model is {space.family!r}")
         steps = prof["reuse_steps"]
@@ -83,6 +85,21 @@ class ERTACacheConfig(BackendConfig):
             steps = uniform_steps(prof["steps"], len(steps))
         profiles.check_model(prof, transformer, "erta")
         return ERTACacheBackend(self, prof, space.shape[0], frozenset(steps), _prediction_channels(transformer))
+
+
+def _check_erta_profile(prof: dict) -> None:
+    """Raise a ProfileError naming the field when an ERTACache profile is truncated or malformed."""
+    n, fix = prof["steps"], "make it again with `dit-cache profile --backend erta`"
+    reuse, phi, linear = prof.get("reuse_steps"), prof.get("phi"), prof.get("linear")
+    if not isinstance(n, int):
+        raise profiles.ProfileError(f"the ERTACache profile must say its step count ('steps'): {fix}")
+    if not isinstance(reuse, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 < i < n for i in reuse):
+        raise profiles.ProfileError(f"the ERTACache profile's 'reuse_steps' must be steps 1..{n - 1}, got {reuse!r}: {fix}")
+    if not isinstance(phi, list) or len(phi) != n or not all(profiles.is_number(x) for x in phi):
+        raise profiles.ProfileError(f"the ERTACache profile's 'phi' must hold {n} numbers (one per step): {fix}")
+    if not isinstance(linear, dict) or not all(k.isdigit() and int(k) < n and isinstance(v, dict) and {"k", "b"} <= set(v)
+                                               for k, v in linear.items()):
+        raise profiles.ProfileError(f"the ERTACache profile's 'linear' corrections are malformed: {fix}")
 
 
 @dataclass

@@ -37,6 +37,7 @@ class FirstBlockCacheConfig(BackendConfig):
     threshold: float = 0.05
 
     def __post_init__(self) -> None:
+        self.check_values()
         if self.threshold < 0:
             raise ValueError(f"FirstBlockCacheConfig.threshold must be >= 0, got {self.threshold}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,14 +47,13 @@ def save_profile(data: Mapping[str, Any], path: str | Path) -> Path:
 
 def load_profile(source: str | Path | Mapping[str, Any], backend: str) -> dict[str, Any]:
     """Read and validate a profile for `backend` from a path or a dict."""
-    if isinstance(source, Mapping):
-        data = dict(source)
-    else:
-        try:
-            data = json.loads(Path(source).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ProfileError(f"cannot read profile {source}: {e}") from None
+    from ..schedule import read_json
+
+    data = source if isinstance(source, Mapping) else read_json(source, f"{backend} profile", ProfileError)
     where = "the profile" if isinstance(source, Mapping) else str(source)
+    if not isinstance(data, Mapping):
+        raise ProfileError(f"{where} must be a JSON object, got {type(data).__name__}")
+    data = dict(data)
     if data.get("format") != FORMAT:
         raise ProfileError(f"{where} is not a dit-cache profile (format {data.get('format')!r})")
     if data.get("schema_version", 0) > SCHEMA_VERSION:
@@ -65,8 +65,16 @@ def load_profile(source: str | Path | Mapping[str, Any], backend: str) -> dict[s
         )
     for key in ("fingerprint", "steps", "family"):
         if key not in data:
-            raise ProfileError(f"profile lacks {key!r}")
+            raise ProfileError(f"{where} lacks {key!r}: make it again with `dit-cache profile --backend {backend}`")
+    n = data["steps"]
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ProfileError(f"{where}: 'steps' must be a whole number >= 1 (or null: any), got {n!r}")
     return data
+
+
+def is_number(x: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_model(profile: Mapping[str, Any], transformer: nn.Module, backend: str) -> None:
@@ -82,7 +90,7 @@ def check_model(profile: Mapping[str, Any], transformer: nn.Module, backend: str
 
 def check_steps(profile: Mapping[str, Any], steps: int | None, backend: str) -> None:
     """Raise if the generation's step count differs from the profile's."""
-    if steps is not None and steps != profile["steps"]:
+    if steps is not None and profile["steps"] is not None and steps != profile["steps"]:
         raise ProfileError(
             f"the {backend} profile was made for {profile['steps']} steps but the pipeline runs {steps}: call it "
             f"with num_inference_steps={profile['steps']} or profile again with --steps {steps}"

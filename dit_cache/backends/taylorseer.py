@@ -84,6 +84,7 @@ class TaylorSeerConfig(BackendConfig):
     warmup: int = 3
 
     def __post_init__(self) -> None:
+        self.check_values()
         if self.interval < 1 or self.order < 0 or self.warmup < 1:
             raise ValueError(
                 f"TaylorSeerConfig needs interval >= 1, order >= 0, warmup >= 1 (got {self.interval}, "

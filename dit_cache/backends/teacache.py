@@ -87,6 +87,7 @@ class TeaCacheConfig(BackendConfig):
     profile: str | Path | dict | None = None
 
     def __post_init__(self) -> None:
+        self.check_values()
         if self.threshold < 0:
             raise ValueError(f"TeaCacheConfig.threshold must be >= 0, got {self.threshold}")
         if self.coefficients is not None and self.profile is not None:
@@ -100,7 +101,10 @@ class TeaCacheConfig(BackendConfig):
         if self.profile is not None:
             prof = profiles.load_profile(self.profile, "teacache")
             profiles.check_model(prof, transformer, "teacache")
-            coeffs = prof["coefficients"]
+            coeffs = prof.get("coefficients")
+            if not isinstance(coeffs, list) or not coeffs or not all(profiles.is_number(c) for c in coeffs):
+                raise profiles.ProfileError(f"the TeaCache profile's 'coefficients' must be a list of numbers, got "
+                                            f"{coeffs!r}: make it again with `dit-cache profile --backend teacache`")
         return TeaCacheBackend(self, space.family, space.shape[0], np.asarray(coeffs if coeffs is not None else [1.0, 0.0]),
                                prof)
 
@@ -125,7 +129,9 @@ class TeaCacheBackend(StackResidualMixin):
     state: dict[int, _BranchState] = field(default_factory=dict)
 
     def begin_generation(self, ctx: StepContext) -> None:
-        """Forget the previous generation."""
+        """Check a profile's step count; forget the previous generation."""
+        if self.profile is not None:
+            profiles.check_steps(self.profile, ctx.num_steps, "teacache")
         self.state.clear()
 
     def block_pre(self, block: int, ctx: StepContext, streams: Streams, inputs: tuple):
