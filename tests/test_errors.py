@@ -94,7 +94,7 @@ def test_ecad_flux_files_count_double_and_single_blocks_apart(tmp_path):
     lambda: dc.CGTaylorConfig(threshold="0.1"),
 ])
 def test_config_values_are_never_reinterpreted(make):
-    with pytest.raises(ValueError, match="must be a (finite|whole)? ?number"):
+    with pytest.raises(ValueError, match=r"must be a (finite |whole )?number"):
         make()
 
 
