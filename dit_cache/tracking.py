@@ -61,8 +61,8 @@ class StepTracker:
 
     def advance(self, ctx: StepContext, read_timestep: Callable[[], float]) -> bool:
         """Update `ctx` for this call; True when it starts a new generation (ctx.num_steps then set)."""
-        me = threading.get_ident()
-        if self.open and self.owner != me:
+        me = None if torch.compiler.is_compiling() else threading.get_ident()  # (no graph break under compile)
+        if self.open and me is not None and self.owner != me:
             raise RuntimeError(
                 "this dit-cache handle is inside a transformer call in another thread: a handle holds one "
                 "generation's caches at a time, so give each thread its own pipeline and accelerate() each"
