@@ -114,7 +114,7 @@ def fid_feature_extractor(kind: str) -> nn.Module | int:
 
         if not WEIGHTS.is_file():
             raise MetricUnavailable(f"shapes-FID needs the trained shapes scorer at {WEIGHTS} "
-                                    "(`python -m eval.shapes_scorer train`); or pass --fid-features pixels")
+                                    "(`python -m training.scorer train`); or pass --fid-features pixels")
         return ShapesFeatures()
     if kind == "pixels":
         return PixelFeatures()

@@ -47,7 +47,7 @@ def _json(path: Path) -> list[str]:
 
 def _shapes(split: str, n: int | None, seed: int) -> list[str]:
     """Captions of the procedural shapes data (embedded model), split 'train', 'val' or 'heldout'."""
-    from dit_cache.zoo.shapes import SPLITS, split_prompts
+    from training.shapes import SPLITS, split_prompts
 
     if split not in SPLITS:
         raise ValueError(f"unknown shapes split {split!r}; use shapes:{'|'.join(SPLITS)}")

@@ -26,8 +26,8 @@ for s in "${STAGES[@]}"; do
   echo "== $s ($(date -u +%H:%M:%S))"
   case $s in
     model)
-      $PY -m dit_cache.zoo.train evaluate --num-prompts 256 --json dit_cache/zoo/tiny-pixart-shapes/evaluation.json
-      $PY -m dit_cache.zoo.train grid ;;
+      $PY -m training.train evaluate --num-prompts 256 --json dit_cache/zoo/tiny-pixart-shapes/evaluation.json
+      $PY -m training.train grid ;;
     demo)
       taskset -c 1 .venv/bin/dit-cache demo
       cp demo_out/report.json benchmarks/results/demo.json ;;

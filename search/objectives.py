@@ -96,7 +96,7 @@ def _adherence(pipe: Any, prompts: list[str]):
             f"the adherence objective needs the embedded model's shapes scorer (eval/shapes_scorer.py and its "
             f"weights): {type(e).__name__}: {e}. Use --objective fidelity, or --model tiny once the zoo model exists"
         ) from None
-    from dit_cache.zoo.shapes import parse_caption
+    from training.shapes import parse_caption
 
     try:
         for p in prompts:

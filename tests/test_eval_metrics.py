@@ -78,7 +78,7 @@ def test_shapes_fid_features_or_clear_error():
     from eval.shapes_scorer import WEIGHTS
 
     if not WEIGHTS.is_file():
-        with pytest.raises(M.MetricUnavailable, match="shapes_scorer train"):
+        with pytest.raises(M.MetricUnavailable, match=r"training\.scorer train"):
             M.fid_feature_extractor("shapes")
         return
     feat = M.fid_feature_extractor("shapes")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dit_cache.zoo.train import draw_indices
+from training.train import draw_indices
 
 
 def test_draw_indices_default_is_uniform_and_p_two_sets_the_mix():
@@ -20,7 +20,7 @@ def test_draw_indices_default_is_uniform_and_p_two_sets_the_mix():
 
 
 def test_draw_timesteps_bias_favours_high_noise():
-    from dit_cache.zoo.train import NUM_TRAIN_TIMESTEPS, draw_timesteps
+    from training.train import NUM_TRAIN_TIMESTEPS, draw_timesteps
 
     want = torch.randint(0, NUM_TRAIN_TIMESTEPS, (8,), generator=torch.Generator().manual_seed(1))
     assert torch.equal(draw_timesteps(torch.Generator().manual_seed(1), 8), want)  # default: unchanged stream
@@ -31,8 +31,8 @@ def test_draw_timesteps_bias_favours_high_noise():
 
 
 def test_shape_errors_by_size_and_confusions() -> None:
-    from dit_cache.zoo import shapes as S
-    from dit_cache.zoo.train import shape_errors
+    from training import shapes as S
+    from training.train import shape_errors
 
     prompts = ["white background with a small red square at the center",
                "cyan triangle, large, bottom center, on white",
@@ -43,3 +43,18 @@ def test_shape_errors_by_size_and_confusions() -> None:
     assert res["shape_accuracy_by_size"] == {"large": 1.0, "small": 0.5}
     assert res["n_by_size"] == {"large": 1, "small": 2}
     assert res["confusions"] == {"cross->circle": 1}
+
+
+def test_runtime_package_never_imports_training_search_or_eval() -> None:
+    import ast
+    from pathlib import Path
+
+    import dit_cache
+
+    bad = []
+    for f in Path(dit_cache.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            bad += [f"{f.name}: {n}" for n in names if n.split(".")[0] in ("training", "search", "eval")]
+    assert not bad, bad

@@ -2,13 +2,13 @@
 
 Stages (default `all` = vae -> dit -> [decoder if --dec-steps] -> export; each resumable with --resume).
 The shipped weights (~101 min on a 2-core CPU; tiny-pixart-shapes/TRAINING.md has the stages and their log):
-  python -m dit_cache.zoo.train --out runs/tiny-pixart-shapes-v3 --export-dir dit_cache/zoo/tiny-pixart-shapes \
+  python -m training.train --out runs/tiny-pixart-shapes-v3 --export-dir dit_cache/zoo/tiny-pixart-shapes \
       --vae-steps 900 --steps 5500 --batch 32 --lr 1e-3 --eval-every 400 --max-minutes 100 --threads 1 \
       --fg-weight 4 --min-snr 0 --dec-steps 3000
-  python -m dit_cache.zoo.train vae|dit|decoder|export --out runs/tiny-pixart-shapes ...
-  python -m dit_cache.zoo.train scorer                      # trains eval/weights/shapes_scorer.safetensors
-  python -m dit_cache.zoo.train evaluate --model dit_cache/zoo/tiny-pixart-shapes --num-prompts 256
-  python -m dit_cache.zoo.train grid --model dit_cache/zoo/tiny-pixart-shapes
+  python -m training.train vae|dit|decoder|export --out runs/tiny-pixart-shapes ...
+  python -m training.train scorer                      # trains eval/weights/shapes_scorer.safetensors
+  python -m training.train evaluate --model dit_cache/zoo/tiny-pixart-shapes --num-prompts 256
+  python -m training.train grid --model dit_cache/zoo/tiny-pixart-shapes
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ from diffusers import (
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from dit_cache.zoo import shapes as S
+from dit_cache.zoo import DEFAULT_MODEL, ZOO_DIR
+from training import shapes as S
 
 PID_FILE = Path("/tmp/dit_train.pid")
 RES = 32  # image side (pixels)
@@ -126,6 +127,7 @@ def generate(pipe: PixArtAlphaPipeline, prompts: list[str], seed: int = 0, steps
 
 # --------------------------------------------------------------------------- helpers
 def _pid_file(on: bool) -> None:
+    """Write (on) or remove (off, if it is ours) the PID file that lets a benchmark pause this process."""
     if on:
         PID_FILE.write_text(str(os.getpid()))
     elif PID_FILE.exists() and PID_FILE.read_text().strip() == str(os.getpid()):
@@ -158,17 +160,20 @@ def _lr(step: int, base: float, warmup: int, total: int, floor: float = 0.1, tai
 
 @torch.no_grad()
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
     for pe, pm in zip(ema.parameters(), model.parameters()):
         pe.lerp_(pm.detach(), 1 - decay)
 
 
 def _save_json(path: Path, obj) -> None:
+    """Write JSON atomically (temp file, then rename)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
 
 
 def _save_st(path: Path, sd: dict) -> None:
+    """Write a state dict as safetensors atomically (temp file, then rename)."""
     tmp = path.with_suffix(".tmp")
     save_file({k: v.detach().clone().contiguous() for k, v in sd.items()}, str(tmp))
     tmp.replace(path)
@@ -318,14 +323,10 @@ def _pool_masks(scenes: list[S.Scene], seed: int, size: int = LATENT) -> torch.T
 
 
 def scorer():
-    """The shapes scorer module, contributed by the eval package through the `dit_cache.scorers` entry point
-    (the runtime package never imports eval)."""
-    from importlib.metadata import entry_points
+    """The shapes scorer module eval/shapes_scorer.py (imported on first use: only evaluation and tracking need it)."""
+    from eval import shapes_scorer
 
-    eps = [ep for ep in entry_points(group="dit_cache.scorers") if ep.name == "shapes"]
-    if not eps:
-        raise RuntimeError("no shapes scorer is installed: install the eval extra (pip install -e '.[eval]')")
-    return eps[0].load()
+    return shapes_scorer
 
 
 def _track(tok, te, vae, dit, prompts: list[str], seed: int) -> dict:
@@ -361,6 +362,99 @@ def draw_timesteps(g: torch.Generator, batch: int, t_bias: float = 0.0) -> torch
     return (NUM_TRAIN_TIMESTEPS * u ** (1 / (1 + t_bias))).long().clamp(max=NUM_TRAIN_TIMESTEPS - 1)
 
 
+class _DitModels:
+    """Tokenizer, frozen VAE, the trained transformer and T5 encoder, and their EMA copies."""
+
+    def __init__(self, out: Path, seed: int, hidden: int):
+        self.tok = build_tokenizer()
+        self.vae = AutoencoderKL.from_pretrained(out / "vae").eval().requires_grad_(False)
+        self.te, self.dit = build_text_encoder(len(self.tok), seed), build_transformer(seed, hidden=hidden)
+        self.te_ema, self.dit_ema = copy.deepcopy(self.te).eval(), copy.deepcopy(self.dit).eval()
+        self.params = list(self.dit.parameters()) + list(self.te.parameters())
+
+    def named(self) -> tuple[tuple[str, torch.nn.Module], ...]:
+        """The checkpointed modules, by file stem."""
+        return ("dit", self.dit), ("te", self.te), ("dit_ema", self.dit_ema), ("te_ema", self.te_ema)
+
+
+class _DitData:
+    """Latent pool, its scenes, foreground masks and single/two-object groups, the schedule and the val prompts."""
+
+    def __init__(self, out: Path, vae: AutoencoderKL, pool: int, seed: int, fg_weight: float, p_two: float | None):
+        self.z_pool, self.scenes = _latent_pool(out, vae, pool, seed)
+        self.fg_pool = _pool_masks(self.scenes, seed) if fg_weight > 0 else None  # (N, 1, 16, 16)
+        self.groups = None
+        if p_two is not None:
+            two = torch.tensor([len(sc.objects) > 1 for sc in self.scenes])
+            self.groups = (torch.nonzero(~two).flatten(), torch.nonzero(two).flatten())  # single-, two-object indices
+        self.ab = build_scheduler().alphas_cumprod  # (1000,)
+        self.val_prompts = [c for _, c in S.split_prompts("val", 64, seed=seed + 11, n_objects=1)]
+
+
+def _resume_dit(d: Path, resume: bool, m: _DitModels, opt: torch.optim.Optimizer, fg_weight: float,
+                fg_from: int) -> dict:
+    """Stage state {step, log, adherence, wall_s}; with `resume` and a checkpoint in `d`, also restores the models."""
+    if not (resume and (d / "state.json").exists()):
+        return {"step": 0, "log": [], "adherence": [], "wall_s": 0.0}
+    state = json.loads((d / "state.json").read_text())
+    state.setdefault("resumed_at", []).append({"step": state["step"], "why": state.pop("stopped_early", None),
+                                               "fg_weight": fg_weight, "fg_from": fg_from})
+    for name, mod in m.named():
+        mod.load_state_dict(load_file(str(d / f"{name}.safetensors")))
+    opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
+    return state
+
+
+def _save_dit(d: Path, m: _DitModels, opt: torch.optim.Optimizer, state: dict, step: int, wall_s: float) -> None:
+    """Checkpoint the models, the optimizer and the stage state after `step` steps."""
+    state["step"], state["wall_s"] = step, wall_s
+    for name, mod in m.named():
+        _save_st(d / f"{name}.safetensors", mod.state_dict())
+    torch.save(opt.state_dict(), d / "opt.pt")
+    _save_json(d / "state.json", state)
+
+
+def _dit_batch(data: _DitData, tok, step: int, seed: int, batch: int, p_two: float | None, t_bias: float,
+               min_snr: float) -> tuple:
+    """One step's draws (generators seeded by step): pool indices, tokenized captions (CFG dropout), timesteps,
+    noised latents, v targets and min-SNR loss weights."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    rng = np.random.default_rng([seed, 4, step])
+    idx = draw_indices(g, len(data.z_pool), batch, data.groups, p_two)
+    x0 = data.z_pool[idx]  # (B, 4, 16, 16)
+    caps = ["" if rng.random() < P_UNCOND else S.caption(data.scenes[i], int(rng.integers(S.NUM_TEMPLATES)))
+            for i in idx.tolist()]
+    ti = tok(caps, padding="max_length", max_length=TEXT_LEN, truncation=True, return_tensors="pt")
+    t = draw_timesteps(g, batch, t_bias)
+    ab = data.ab
+    a = ab[t].sqrt().view(-1, 1, 1, 1)
+    s = (1 - ab[t]).sqrt().view(-1, 1, 1, 1)
+    eps = torch.randn(x0.shape, generator=g)
+    xt, v = a * x0 + s * eps, a * eps - s * x0
+    snr = ab[t] / (1 - ab[t])
+    w = (snr.clamp(max=min_snr) / (snr + 1)).view(-1, 1, 1, 1)  # min-SNR-gamma for v-prediction
+    if min_snr <= 0:
+        w = torch.ones_like(w)
+    return idx, ti, t, xt, v, w
+
+
+def _dit_update(m: _DitModels, opt: torch.optim.Optimizer, ti, t: torch.Tensor, xt: torch.Tensor, v: torch.Tensor,
+                w: torch.Tensor, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on the weighted v-loss (bf16 autocast, grad clip 1) and the EMA update -> loss, grad norm."""
+    with torch.autocast("cpu", torch.bfloat16):
+        emb = m.te(ti.input_ids, attention_mask=ti.attention_mask).last_hidden_state  # (B, L, 128)
+        pred = m.dit(xt, encoder_hidden_states=emb, encoder_attention_mask=ti.attention_mask, timestep=t,
+                     added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample  # (B, 4, 16, 16)
+    loss = (w * (pred.float() - v) ** 2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gn = torch.nn.utils.clip_grad_norm_(m.params, 1.0)
+    opt.step()
+    _ema_update(m.dit_ema, m.dit, decay)
+    _ema_update(m.te_ema, m.te, decay)
+    return loss, gn
+
+
 def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, lr: float = 1e-3, warmup: int = 200,
               ema_decay: float = 0.999, min_snr: float = 5.0, pool: int = 40000, eval_every: int = 500,
               max_minutes: float = 0.0, hidden: int = 128, fg_weight: float = 0.0, fg_from: int = 0,
@@ -375,76 +469,25 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
     """
     d = out / "dit_ckpt"
     d.mkdir(parents=True, exist_ok=True)
-    tok = build_tokenizer()
-    vae = AutoencoderKL.from_pretrained(out / "vae").eval().requires_grad_(False)
-    te, dit = build_text_encoder(len(tok), seed), build_transformer(seed, hidden=hidden)
-    te_ema, dit_ema = copy.deepcopy(te).eval(), copy.deepcopy(dit).eval()
-    params = list(dit.parameters()) + list(te.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
-    state = {"step": 0, "log": [], "adherence": [], "wall_s": 0.0}
-    if resume and (d / "state.json").exists():
-        state = json.loads((d / "state.json").read_text())
-        state.setdefault("resumed_at", []).append({"step": state["step"], "why": state.pop("stopped_early", None),
-                                                   "fg_weight": fg_weight, "fg_from": fg_from})
-        for name, m in (("dit", dit), ("te", te), ("dit_ema", dit_ema), ("te_ema", te_ema)):
-            m.load_state_dict(load_file(str(d / f"{name}.safetensors")))
-        opt.load_state_dict(torch.load(d / "opt.pt", weights_only=True))
-    z_pool, scenes = _latent_pool(out, vae, pool, seed)
-    fg_pool = _pool_masks(scenes, seed) if fg_weight > 0 else None  # (N, 1, 16, 16)
-    if p_two is not None:
-        two = torch.tensor([len(sc.objects) > 1 for sc in scenes])
-        groups = (torch.nonzero(~two).flatten(), torch.nonzero(two).flatten())  # single-, two-object indices
-    ab = build_scheduler().alphas_cumprod  # (1000,)
-    val_prompts = [c for _, c in S.split_prompts("val", 64, seed=seed + 11, n_objects=1)]
+    m = _DitModels(out, seed, hidden)
+    opt = torch.optim.AdamW(m.params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    state = _resume_dit(d, resume, m, opt, fg_weight, fg_from)
+    data = _DitData(out, m.vae, pool, seed, fg_weight, p_two)
     stop, t0 = _Stop(), time.time()
     wall0 = state["wall_s"]
     _pid_file(True)
-
-    def checkpoint(step: int) -> None:
-        state["step"], state["wall_s"] = step, round(wall0 + time.time() - t0, 1)
-        for name, m in (("dit", dit), ("te", te), ("dit_ema", dit_ema), ("te_ema", te_ema)):
-            _save_st(d / f"{name}.safetensors", m.state_dict())
-        torch.save(opt.state_dict(), d / "opt.pt")
-        _save_json(d / "state.json", state)
-
     bar = tqdm(range(state["step"], steps), desc="dit", initial=state["step"], total=steps)
     ema_loss = None
     for step in bar:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        rng = np.random.default_rng([seed, 4, step])
-        idx = draw_indices(g, len(z_pool), batch, groups if p_two is not None else None, p_two)
-        x0 = z_pool[idx]  # (B, 4, 16, 16)
-        caps = ["" if rng.random() < P_UNCOND else S.caption(scenes[i], int(rng.integers(S.NUM_TEMPLATES)))
-                for i in idx.tolist()]
-        ti = tok(caps, padding="max_length", max_length=TEXT_LEN, truncation=True, return_tensors="pt")
-        t = draw_timesteps(g, batch, t_bias)
-        a = ab[t].sqrt().view(-1, 1, 1, 1)
-        s = (1 - ab[t]).sqrt().view(-1, 1, 1, 1)
-        eps = torch.randn(x0.shape, generator=g)
-        xt, v = a * x0 + s * eps, a * eps - s * x0
-        snr = ab[t] / (1 - ab[t])
-        w = (snr.clamp(max=min_snr) / (snr + 1)).view(-1, 1, 1, 1)  # min-SNR-gamma for v-prediction
-        if min_snr <= 0:
-            w = torch.ones_like(w)
+        idx, ti, t, xt, v, w = _dit_batch(data, m.tok, step, seed, batch, p_two, t_bias, min_snr)
         # progress = steps done, or wall time used if a --max-minutes budget runs out first (LR tail still happens)
         elapsed = wall0 + time.time() - t0
         eff = step if max_minutes <= 0 else max(step, int(steps * elapsed / (60 * max_minutes)))
         for gp in opt.param_groups:
             gp["lr"] = _lr(eff, lr, warmup, steps)
-        with torch.autocast("cpu", torch.bfloat16):
-            emb = te(ti.input_ids, attention_mask=ti.attention_mask).last_hidden_state  # (B, L, 128)
-            pred = dit(xt, encoder_hidden_states=emb, encoder_attention_mask=ti.attention_mask, timestep=t,
-                       added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample  # (B, 4, 16, 16)
-        if fg_pool is not None and step >= fg_from:
-            w = w * (1 + fg_weight * fg_pool[idx])  # (B, 1, 16, 16)
-        loss = (w * (pred.float() - v) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gn = torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(ema_decay, (1 + step) / (10 + step))
-        _ema_update(dit_ema, dit, decay)
-        _ema_update(te_ema, te, decay)
+        if data.fg_pool is not None and step >= fg_from:
+            w = w * (1 + fg_weight * data.fg_pool[idx])  # (B, 1, 16, 16)
+        loss, gn = _dit_update(m, opt, ti, t, xt, v, w, min(ema_decay, (1 + step) / (10 + step)))
         ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema_loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.1e}", refresh=False)
         if step % 25 == 0:
@@ -453,12 +496,12 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
         done = step + 1 == steps
         over = max_minutes > 0 and (wall0 + time.time() - t0) > 60 * max_minutes
         if (step + 1) % eval_every == 0 or done or over or stop.flag:
-            adh = _track(tok, te_ema, vae, dit_ema, val_prompts, seed)
+            adh = _track(m.tok, m.te_ema, m.vae, m.dit_ema, data.val_prompts, seed)
             adh.update(step=step + 1, wall_s=round(wall0 + time.time() - t0, 1))
             state["adherence"].append(adh)
             tqdm.write(f"step {step + 1}: val adherence {adh}")
         if (step + 1) % 250 == 0 or done or stop.flag or over:
-            checkpoint(step + 1)
+            _save_dit(d, m, opt, state, step + 1, round(wall0 + time.time() - t0, 1))
             if stop.flag or over:
                 state["stopped_early"] = "time budget" if over else "signal"
                 _save_json(d / "state.json", state)
@@ -614,10 +657,8 @@ def grid(model: Path, path: Path, seed: int = 0, guidance: float = 4.5) -> Path:
 
 
 # --------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> None:
-    """Command-line entry point."""
-    import sys
-
+def _parser() -> argparse.ArgumentParser:
+    """The command-line options of all stages."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("stage", nargs="?", default="all",
                     choices=["all", "vae", "dit", "decoder", "export", "scorer", "evaluate", "grid", "vae-eval"])
@@ -645,7 +686,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 can be faster on a busy machine)")
     ap.add_argument("--scorer-steps", type=int, default=3000)
-    ap.add_argument("--model", type=Path, default=Path(__file__).parent / "tiny-pixart-shapes")
+    ap.add_argument("--model", type=Path, default=ZOO_DIR / DEFAULT_MODEL)
     ap.add_argument("--num-prompts", type=int, default=256)
     ap.add_argument("--guidance", type=float, default=4.5, help="evaluate/grid: CFG scale")
     ap.add_argument("--no-initial", action="store_true", help="evaluate: skip the untrained baseline")
@@ -653,12 +694,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="evaluate: prompt split (default heldout, the quality bar; val for tuning sampler settings)")
     ap.add_argument("--json", type=Path, default=None, help="evaluate: also write results here")
     ap.add_argument("--grid-path", type=Path, default=Path("docs/tiny-pixart-shapes-grid.png"))
-    a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    command = "python -m dit_cache.zoo.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    return ap
+
+
+def _train_stages(a: argparse.Namespace, command: str) -> None:
+    """The training stages: scorer, vae, dit, decoder, export (`all` = vae -> dit -> [decoder] -> export)."""
     if a.stage == "scorer":
-        sc = scorer()
-        WEIGHTS, train_scorer = sc.WEIGHTS, sc.train
+        from training.scorer import WEIGHTS
+        from training.scorer import train as train_scorer
 
         print(json.dumps(train_scorer(WEIGHTS, steps=a.scorer_steps, seed=a.seed), indent=1))
     if a.stage in ("all", "vae"):
@@ -671,6 +714,10 @@ def main(argv: list[str] | None = None) -> None:
         train_decoder(a.out, a.dec_steps, a.seed, a.resume)
     if a.stage in ("all", "export"):
         print("exported to", export(a.out, a.export_dir or a.out / "pipeline", a.seed, command))
+
+
+def _eval_stages(a: argparse.Namespace) -> None:
+    """The evaluation stages: evaluate, vae-eval, grid."""
     if a.stage == "evaluate":
         res = evaluate(a.model, a.num_prompts, a.seed, guidance=a.guidance, with_initial=not a.no_initial,
                        split=a.split)
@@ -681,6 +728,17 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(vae_eval(a.out, seed=a.seed), indent=1))
     if a.stage == "grid":
         print("saved", grid(a.model, a.grid_path, a.seed, a.guidance))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    import sys
+
+    a = _parser().parse_args(argv)
+    torch.set_num_threads(a.threads)
+    command = "python -m training.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    _train_stages(a, command)
+    _eval_stages(a)
 
 
 if __name__ == "__main__":
