@@ -5,7 +5,10 @@ seeds), prompt adherence (embedded model only), peak extra memory; plus the ERTA
     python benchmarks/backends.py                 # full run (lead, quiet machine): results/backends.json + docs plot
     python benchmarks/backends.py --quick         # smoke test: 2 prompts, 1 timing repeat, temp output
 
-Falls back to a tiny random PixArt pipeline when `dit_cache.zoo.load()` has no model yet (no adherence then).
+The operating points are `dit_cache.baselines` (shared with `search.validate`; each point is a caching spec, as
+`dit-cache eval --schedules` takes it), plus FORA with forecast cells between its full steps. `--model` takes
+any `--model` spec (default tiny); without one it falls back to a tiny random PixArt pipeline when the
+embedded model is missing (no adherence then).
 """
 
 from __future__ import annotations
@@ -22,13 +25,9 @@ from typing import Any
 import torch
 
 import dit_cache as dc
-from dit_cache.backends.cg_taylor import CGTaylorConfig
-from dit_cache.backends.delta_dit import DeltaDiTConfig
-from dit_cache.backends.erta import ERTACacheConfig
 from dit_cache.backends.erta_profile import profile_erta
-from dit_cache.backends.first_block import FirstBlockCacheConfig
-from dit_cache.backends.taylorseer import TaylorSeerConfig
-from dit_cache.backends.teacache import TeaCacheConfig, calibrate_teacache
+from dit_cache.backends.teacache import calibrate_teacache
+from dit_cache.resolve import erta_reuse_points
 from eval.fidelity import decode_latents as decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,28 +38,26 @@ FALLBACK_PROMPTS = ["a red circle in the center", "two blue squares", "a green t
 
 
 # -- model and calls ---------------------------------------------------------------------------------
-def load_model(steps: int, path: str | None = None) -> tuple[Any, str, dict, bool]:
-    """(pipeline, name, base call kwargs, embedded?): the embedded model (or a shapes-world pipeline folder),
-    else a tiny random PixArt."""
+def load_model(steps: int, model: str | None = None) -> tuple[Any, str, dict, bool]:
+    """(pipeline, name, base call kwargs, shapes world?) of `model` (any `dit_cache.load_pipeline` spec; default
+    the embedded model, else a tiny random PixArt when it is missing)."""
     try:
-        from dit_cache import zoo
-
-        pipe = zoo.load(path) if path else zoo.load()
-        name = f"{path} (shapes world)" if path else "tiny-pixart-shapes (embedded)"
-        return pipe, name, {**zoo.CALL_KWARGS, "num_inference_steps": steps}, True
+        loaded = dc.load_pipeline(model or "tiny")
+        name = "tiny-pixart-shapes (embedded)" if loaded.name == "tiny" else loaded.name
     except Exception as e:  # no weights yet
+        if model:
+            raise
         print(f"embedded model unavailable ({type(e).__name__}: {e}); using a tiny random PixArt")
-        from dit_cache.zoo.tiny_random import build_tiny_pipeline, tiny_call_kwargs
-
-        base = tiny_call_kwargs("pixart", steps)
-        base.pop("generator"), base.pop("prompt"), base.pop("output_type")
-        return build_tiny_pipeline("pixart"), "random tiny PixArt (fallback)", base, False
+        loaded, name = dc.load_pipeline("random-tiny:pixart"), "random tiny PixArt (fallback)"
+    if loaded.shapes and loaded.name != "tiny":
+        name = f"{loaded.name} (shapes world)"
+    return loaded.pipe, name, loaded.call_kwargs(steps), loaded.shapes
 
 
 def prompts_for(embedded: bool, n: int, split: str, seed: int) -> list[str]:
     """Evaluation prompts: held-out-style captions of the shapes world, or fixed fallback prompts."""
     if embedded:
-        from dit_cache.zoo.shapes import split_prompts
+        from training.shapes import split_prompts
 
         return [c for _, c in split_prompts(split, n, seed)]
     return (FALLBACK_PROMPTS * (n // len(FALLBACK_PROMPTS) + 1))[:n]
@@ -85,28 +82,34 @@ def call(base: dict, prompt: str, seed: int) -> dict:
 
 # -- operating points --------------------------------------------------------------------------------
 def operating_points(space: dc.ScheduleSpace, steps: int, profiles: dict[str, Any]) -> list[tuple[str, str, Any]]:
-    """(backend, setting, config) for every backend at >= 3 points."""
-    b = max(1, round(0.6 * steps))
-    n_blocks = space.shape[0]
-    pts: list[tuple[str, str, Any]] = [("fora", f"N={n}", dc.fora(space, steps, n)) for n in (2, 3, 4)]
-    pts += [("taylorseer", f"N={n} O={o} W=2", TaylorSeerConfig(n, o, 2)) for n, o in ((2, 1), (3, 1), (4, 2), (6, 1))]
-    pts += [("fora+forecast", f"N={n} W=1", dc.fora(space, steps, n, warmup=1).with_forecast()) for n in (3, 4, 5)]
-    pts += [("delta_dit", f"N={n} b={b} blocks={n_blocks // 2}", DeltaDiTConfig(n, None, b)) for n in (2, 3, 4)]
-    pts += [("delta_dit", f"N=4 b={b} blocks={3 * n_blocks // 4}", DeltaDiTConfig(4, max(1, 3 * n_blocks // 4), b))]
-    pts += [("first_block", f"tau={t}", FirstBlockCacheConfig(t)) for t in (0.05, 0.1, 0.2, 0.4)]
-    pts += [("teacache", f"delta={t}", TeaCacheConfig(t, profile=profiles["teacache"])) for t in (0.1, 0.25, 0.5, 1.0)]
-    pts += [("cg_taylor", f"tau={t}", CGTaylorConfig(t, warmup=2)) for t in (0.02, 0.05, 0.1, 0.2)]
-    pts += [("erta", f"reuse={k}", ERTACacheConfig(p)) for k, p in profiles["erta"].items()]
+    """(backend, spec, config) of `dit_cache.baselines` (FORA and every backend at >= 3 points), plus FORA
+    with forecast cells between its full steps (N=3,4,5, warm-up 1); `profiles` as `make_profiles`."""
+    pts: list[tuple[str, str, Any]] = []
+    for b in dc.baselines(steps, space.shape[0]):
+        pts.append((b.backend, b.spec, dc.resolve_spec(b.spec, space, steps, profiles=profiles).value))
+        if b.spec == "taylorseer:6:1:2":
+            pts += [("fora+forecast", f"fora:{n}:1 forecast", dc.fora(space, steps, n, warmup=1).with_forecast())
+                    for n in (3, 4, 5)]
     return pts
 
 
-def ablation_points(profile: dict) -> list[tuple[str, str, Any]]:
-    """ERTACache parts added one at a time, at the same reuse-step count (same MACs)."""
-    rows = [("uniform steps", dict(select="uniform", residual_correction=False, interval_correction=False)),
-            ("+ profiled steps", dict(residual_correction=False, interval_correction=False)),
-            ("+ linear residual correction", dict(interval_correction=False)),
-            ("+ interval correction (full)", {})]
-    return [("erta-ablation", name, ERTACacheConfig(profile, **kw)) for name, kw in rows]
+ABLATION = (("uniform steps", ":uniform:off:off"), ("+ profiled steps", ":profile:off:off"),
+            ("+ linear residual correction", ":profile:on:off"), ("+ interval correction (full)", ""))
+
+
+def ablation_points(profiles: dict[str, Any], key: str) -> list[tuple[str, str, Any]]:
+    """ERTACache parts added one at a time, at the same reuse-step count (same MACs): profile `key` of `profiles`."""
+    return [("erta-ablation", name, dc.parse_spec(f"erta:{key}{fields}", profiles=profiles)) for name, fields in ABLATION]
+
+
+def make_profiles(pipe: Any, calib: list[dict], steps: int, model: str) -> dict[str, Any]:
+    """The profiles `dit_cache.baselines` names: ``calib`` (TeaCache), ``reuseK`` (ERTACache, K reuse steps)."""
+    profiles: dict[str, Any] = {"calib": calibrate_teacache(pipe, calib, model=model)}
+    errors = None  # per-step reuse errors: measured once, shared by the budgets
+    for k, m in erta_reuse_points(steps).items():
+        prof = profile_erta(pipe, calib, num_reuse=k, max_consecutive=m, step_errors=errors, model=model)
+        profiles[f"reuse{k}"], errors = prof, prof["step_errors"]
+    return profiles
 
 
 # -- measurement -------------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def table(points: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke test: 2 prompts, 1 seed, 1 repeat, temp output")
     ap.add_argument("--steps", type=int, default=20)
@@ -221,8 +224,9 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=8, help="calibration prompts for ERTACache / TeaCache")
     ap.add_argument("--repeats", type=int, default=7, help="timing repetitions (interleaved, rotated)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--model", default=None, help="shapes-world pipeline folder (default: the embedded model)")
-    ap.add_argument("--only", nargs="*", default=None, help="run only these backends (e.g. fora erta teacache)")
+    ap.add_argument("--model", default=None, help="any --model spec, e.g. a shapes-world pipeline folder "
+                    "(default: the embedded model)")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these backends (e.g. fora erta teacache first-block)")
     ap.add_argument("--out", type=Path, default=None, help=f"JSON (default {OUT}; --quick: a temp dir)")
     ap.add_argument("--plot", type=Path, default=None, help=f"Pareto plot (default {PLOT}; --quick: a temp dir)")
     args = ap.parse_args()
@@ -232,28 +236,21 @@ def main() -> None:
         args.out = args.out or tmp / "backends.json"
         args.plot = args.plot or tmp / "backends_pareto.png"
     args.out, args.plot = args.out or OUT, args.plot or PLOT
-    torch.set_num_threads(args.threads)
+    return args
 
-    pipe, model, base, embedded = load_model(args.steps, args.model)
-    space = dc.space_of(pipe.transformer)
-    prompts = prompts_for(embedded, args.prompts, "val", 7)
-    seeds = list(range(args.seeds))
-    calib = [call(base, p, 1000 + i) for i, p in enumerate(calib_prompts(embedded, args.calib))]
-    t0 = time.perf_counter()
-    # ERTACache points: (reuse steps, most in a row) ~ 1.4x, 2x, 3x MACs speedup at 20 steps
-    reuse = {6: 1, 10: 2, 13: 3} if args.steps >= 20 else {2: 1, 3: 1, 4: 2}
-    reuse_counts = list(reuse)
-    profiles: dict[str, Any] = {"teacache": calibrate_teacache(pipe, calib, model=model), "erta": {}}
-    errors = None  # per-step reuse errors: measured once, shared by the three budgets
-    for k, m in reuse.items():
-        prof = profile_erta(pipe, calib, num_reuse=k, max_consecutive=m, step_errors=errors, model=model)
-        profiles["erta"][k], errors = prof, prof["step_errors"]
-    print(f"profiles made in {time.perf_counter() - t0:.1f} s")
-    pts = operating_points(space, args.steps, profiles)
-    pts += ablation_points(profiles["erta"][reuse_counts[1]])
-    if args.only:
-        pts = [p for p in pts if p[0] in args.only or (p[0] == "erta-ablation" and "erta" in args.only)]
 
+def _points(space: dc.ScheduleSpace, steps: int, profiles: dict[str, Any], only: list[str] | None):
+    """Operating points and the ERTACache ablation (at the middle reuse budget), filtered by --only."""
+    pts = operating_points(space, steps, profiles)
+    pts += ablation_points(profiles, f"reuse{list(erta_reuse_points(steps))[1]}")
+    if only:
+        keep = {o.replace("_", "-") for o in only}  # the older spelling first_block, delta_dit, cg_taylor
+        pts = [p for p in pts if p[0] in keep or (p[0] == "erta-ablation" and "erta" in keep)]
+    return pts
+
+
+def _measure(pipe: Any, base: dict, prompts: list[str], seeds: list[int], pts: list, embedded: bool) -> list[dict]:
+    """The uncached row, then one row per point: MACs, fidelity, adherence, peak cache memory."""
     ref = generate(pipe, base, prompts, seeds)
     ref_img = decode(pipe, ref["latents"])
     uncached = {"backend": "uncached", "setting": "-", "macs_speedup": 1.0, "compute_fraction": 1.0,
@@ -270,20 +267,35 @@ def main() -> None:
             row["adherence"] = adherence(pipe, r["latents"], prompts, seeds)
         results.append(row)
         print(f"{backend:14s} {setting:32s} MACs x{row['macs_speedup']:.2f}  PSNR {row['psnr']:.2f}")
+    return results
 
+
+def main() -> None:
+    args = _args()
+    torch.set_num_threads(args.threads)
+    pipe, model, base, embedded = load_model(args.steps, args.model)
+    space = dc.space_of(pipe.transformer)
+    prompts = prompts_for(embedded, args.prompts, "val", 7)
+    seeds = list(range(args.seeds))
+    calib = [call(base, p, 1000 + i) for i, p in enumerate(calib_prompts(embedded, args.calib))]
+    t0 = time.perf_counter()
+    profiles = make_profiles(pipe, calib, args.steps, model)
+    print(f"profiles made in {time.perf_counter() - t0:.1f} s")
+    pts = _points(space, args.steps, profiles, args.only)
+    results = _measure(pipe, base, prompts, seeds, pts, embedded)
     times = wall_times(pipe, base, [None] + [s for _, _, s in pts], args.repeats)
     for row, ts in zip(results, times):
         row["wall_median_s"] = statistics.median(ts)
         row["wall_speedup"] = statistics.median(t0_ / t for t0_, t in zip(times[0], ts))
-
+    erta = {int(k[len("reuse"):]): p for k, p in profiles.items() if k.startswith("reuse")}
     report = {
         "model": model, "embedded": embedded, "steps": args.steps, "prompts": len(prompts), "seeds": seeds,
         "calibration_prompts": len(calib), "timing_repeats": args.repeats, "threads": args.threads,
         "device": platform.processor() or platform.machine(), "torch": torch.__version__, "quick": args.quick,
         "points": results, "winners": winners(results),
         "profiles": {"erta": {k: {x: p.get(x) for x in ("reuse_steps", "linear_scale", "phi", "calibration_mse")}
-                              for k, p in profiles["erta"].items()},
-                     "teacache_coefficients": profiles["teacache"]["coefficients"]},
+                              for k, p in erta.items()},
+                     "teacache_coefficients": profiles["calib"]["coefficients"]},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

@@ -22,10 +22,8 @@ import torch
 import dit_cache as dc
 from dit_cache.backends.erta_profile import profile_erta
 from search.config import read_prompts
-from search.loop import GUIDANCE_SCALE, pipeline_size
 from search.objectives import latent_mse, latent_psnr
 from search.validate import generate, heldout_prompts
-from search.workers import load_model
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -49,13 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS / "fidelity_tail.json")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    pipe, steps = load_model("tiny"), 20
+    model, steps = dc.load_pipeline("tiny"), 20
+    pipe = model.pipe
     space = dc.space_of(pipe.transformer)
     calib = read_prompts(a.calib, a.num_calib)
-    h, w = pipeline_size(pipe)
-    calls = [{"prompt": q, "num_inference_steps": steps, "guidance_scale": GUIDANCE_SCALE, "output_type": "latent",
-              "height": h, "width": w, "use_resolution_binning": False, "clean_caption": False,
-              "generator": torch.Generator("cpu").manual_seed(1000 + i)} for i, q in enumerate(calib[:4])]
+    calls = model.calls(calib[:4], seed=1000, steps=steps)  # the shipped model's defaults = the search's settings
     prof6 = profile_erta(pipe, calls, num_reuse=6, max_consecutive=1)  # as search.validate's sweep
     prof = profile_erta(pipe, calls, num_reuse=10, max_consecutive=2, step_errors=prof6["step_errors"])
     arr = dc.compute_all(space, steps).compute.copy()

@@ -15,6 +15,19 @@ from .backends.taylorseer import TaylorSeerConfig
 from .backends.teacache import TeaCacheConfig
 from .ecad import from_ecad, load_ecad, save_ecad, to_ecad
 from .macs import StepCost, schedule_macs, step_cost_from_config
+from .resolve import (
+    DEFAULT_BASELINES,
+    SPEC_KINDS,
+    Baseline,
+    CacheSpec,
+    LoadedModel,
+    ModelSpec,
+    baselines,
+    load_pipeline,
+    parse_model_spec,
+    parse_spec,
+    resolve_spec,
+)
 from .runtime import CacheHandle, accelerate, space_of
 from .schedule import (
     COMPUTE,
@@ -32,21 +45,37 @@ from .schedule import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    """`dit_cache.zoo` on first use (it imports diffusers pipelines; `import dit_cache` stays light)."""
+    if name == "zoo":
+        import importlib
+
+        return importlib.import_module(".zoo", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "COMPUTE",
+    "DEFAULT_BASELINES",
     "FORECAST",
     "REUSE",
+    "SPEC_KINDS",
     "Adapter",
     "Backend",
     "BackendConfig",
+    "Baseline",
     "BlockBackend",
     "BlockGroup",
     "CGTaylorConfig",
     "CacheHandle",
+    "CacheSpec",
     "DeltaDiTConfig",
     "ERTACacheConfig",
     "FirstBlockCacheConfig",
     "InputSpec",
+    "LoadedModel",
+    "ModelSpec",
     "Schedule",
     "ScheduleError",
     "ScheduleSpace",
@@ -56,6 +85,7 @@ __all__ = [
     "TaylorSeerConfig",
     "TeaCacheConfig",
     "accelerate",
+    "baselines",
     "cache_component",
     "compute_all",
     "families",
@@ -63,8 +93,12 @@ __all__ = [
     "from_ecad",
     "get_adapter",
     "load_ecad",
+    "load_pipeline",
+    "parse_model_spec",
+    "parse_spec",
     "random_schedule",
     "register_adapter",
+    "resolve_spec",
     "save_ecad",
     "schedule_macs",
     "space_of",

@@ -104,22 +104,42 @@ def cmd_macs(args: argparse.Namespace) -> int:
 
 
 # -- schedule -----------------------------------------------------------------------------------
-def cmd_schedule_make(args: argparse.Namespace) -> int:
-    """Generate a schedule for a config."""
-    from . import schedule as S
+_KIND_FLAGS = ("interval", "warmup", "component", "p", "seed")
 
-    space, _ = _space_from_args(args)
-    if args.kind == "compute-all":
-        sched = S.compute_all(space, args.steps)
-    elif args.kind == "fora":
-        sched = S.fora(space, args.steps, args.interval, args.warmup)
-    elif args.kind == "cache-component":
+
+def _make_spec(args: argparse.Namespace) -> str:
+    """The spec of `schedule make`: SPEC itself, or the older --kind flags translated to one."""
+    if args.spec:
+        if args.kind:
+            raise ValueError("give either a SPEC or --kind, not both (e.g. `dit-cache schedule make fora:3 ...`)")
+        return args.spec
+    kind = args.kind or "fora"
+    interval = 2 if args.interval is None else args.interval
+    if kind == "compute-all":
+        return "all"
+    if kind == "fora":
+        return f"fora:{interval}:{args.warmup or 0}"
+    if kind == "cache-component":
         if not args.component:
-            print("error: --kind cache-component needs --component", file=sys.stderr)
-            return 2
-        sched = S.cache_component(space, args.steps, args.component, args.interval)
-    else:
-        sched = S.random_schedule(space, args.steps, args.p, args.seed)
+            raise ValueError("--kind cache-component needs --component")
+        return f"cache:{args.component}:{interval}"
+    return f"random:{0.5 if args.p is None else args.p}:{args.seed or 0}"
+
+
+def cmd_schedule_make(args: argparse.Namespace) -> int:
+    """Generate a static schedule for a config from a spec (fora:3, cache:ff:2, ...) or the --kind flags."""
+    from .resolve import resolve_spec
+
+    if args.spec and any(getattr(args, f) is not None for f in _KIND_FLAGS):
+        raise ValueError("the SPEC carries the settings: drop --interval/--warmup/--component/--p/--seed "
+                         "(e.g. fora:3:2 = interval 3, warm-up 2)")
+    space, _ = _space_from_args(args)
+    spec = resolve_spec(_make_spec(args), space, args.steps)
+    if not spec.static:
+        raise ValueError(f"{spec.text!r} is a dynamic backend ({type(spec.value).__name__}): its decisions are taken "
+                         "while generating, so there is no schedule file to make; pass the spec to `dit-cache eval "
+                         "--schedules` or `dit_cache.accelerate(pipe, dit_cache.parse_spec(...))`")
+    sched = spec.value
     if args.name:
         sched = sched.with_metadata(name=args.name)
     sched.save(args.out)
@@ -186,27 +206,11 @@ def cmd_schedule_check(args: argparse.Namespace) -> int:
 
 # -- profile ------------------------------------------------------------------------------------
 def _pipeline_and_calls(model: str, prompts: list[str], steps: int, seed: int):
-    """(pipeline, list of call kwargs) for `tiny` (the embedded model), `random-tiny[:family]` or a model folder."""
-    import torch
+    """(pipeline, one call's kwargs per prompt) for any `--model` (`dit_cache.load_pipeline`)."""
+    from .resolve import load_pipeline
 
-    if model.startswith("random-tiny"):
-        from .zoo.tiny_random import build_tiny_pipeline, tiny_call_kwargs
-
-        family = model.partition(":")[2] or "pixart"
-        pipe = build_tiny_pipeline(family)
-        calls = []
-        for i, prompt in enumerate(prompts):
-            kw = tiny_call_kwargs(family, steps, seed + i)
-            if "prompt" in kw:
-                kw["prompt"] = prompt
-            calls.append(kw)
-        return pipe, calls
-    from . import zoo
-
-    pipe = zoo.load() if model == "tiny" else zoo.load(model)
-    calls = [{**zoo.CALL_KWARGS, "prompt": p, "num_inference_steps": steps, "output_type": "latent",
-              "generator": torch.Generator("cpu").manual_seed(seed + i)} for i, p in enumerate(prompts)]
-    return pipe, calls
+    loaded = load_pipeline(model)
+    return loaded.pipe, loaded.calls(prompts, seed=seed, steps=steps)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -239,13 +243,7 @@ def _model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--config", required=required, help="transformer config: JSON file, model folder, or hub id")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser."""
-    parser = argparse.ArgumentParser(prog="dit-cache", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version="dit-cache 0.1.0")
-    sub = parser.add_subparsers(dest="command", metavar="command")
-
+def _add_macs(sub) -> None:
     p = sub.add_parser("macs", help="count MACs of a config, optionally under a schedule",
                        description="Exact MACs per step from a transformer config alone (meta device, no weights).")
     _model_args(p)
@@ -261,20 +259,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_macs)
 
-    p = sub.add_parser("schedule", help="make, show, convert and check schedules")
-    ssub = p.add_subparsers(dest="schedule_command", metavar="action")
-    q = ssub.add_parser("make", help="generate a schedule for a model config")
+
+def _add_schedule_make(ssub) -> None:
+    q = ssub.add_parser("make", help="generate a schedule for a model config from a spec (fora:3, cache:ff:2, ...)",
+                        description="Write a static schedule: SPEC is all, fora:N[:WARMUP], cache:COMPONENT:N, "
+                                    "random:P[:SEED] or a schedule file (the grammar of `dit-cache eval --schedules`). "
+                                    "The --kind flags are the older spelling of the same (default: fora:2).")
+    q.add_argument("spec", nargs="?", help="static schedule spec, e.g. fora:3 or fora:3:2 (interval 3, warm-up 2)")
     _model_args(q)
     q.add_argument("--steps", type=int, default=20)
-    q.add_argument("--kind", choices=("compute-all", "fora", "cache-component", "random"), default="fora")
-    q.add_argument("--interval", type=int, default=2, help="fora / cache-component: compute every N steps")
-    q.add_argument("--warmup", type=int, default=0, help="fora: steps computed before the interval starts")
-    q.add_argument("--component", help="cache-component: which component to cache")
-    q.add_argument("--p", type=float, default=0.5, help="random: probability of reuse per cell")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--kind", choices=("compute-all", "fora", "cache-component", "random"), default=None,
+                   help="older form of SPEC: compute-all = all, fora = fora:INTERVAL:WARMUP, cache-component = "
+                        "cache:COMPONENT:INTERVAL, random = random:P:SEED")
+    q.add_argument("--interval", type=int, default=None, help="--kind fora / cache-component: compute every N steps (2)")
+    q.add_argument("--warmup", type=int, default=None, help="--kind fora: steps computed before the interval starts (0)")
+    q.add_argument("--component", help="--kind cache-component: which component to cache")
+    q.add_argument("--p", type=float, default=None, help="--kind random: probability of reuse per cell (0.5)")
+    q.add_argument("--seed", type=int, default=None, help="--kind random: seed (0)")
     q.add_argument("--name", help="name stored in the schedule's metadata")
     q.add_argument("--out", "-o", required=True, help="output JSON path")
     q.set_defaults(func=cmd_schedule_make)
+
+
+def _add_schedule(sub) -> None:
+    p = sub.add_parser("schedule", help="make, show, convert and check schedules")
+    ssub = p.add_subparsers(dest="schedule_command", metavar="action")
+    _add_schedule_make(ssub)
     q = ssub.add_parser("show", help="print a schedule as a text heatmap (blocks x steps)")
     q.add_argument("schedule", help="dit-cache or ECAD JSON")
     q.set_defaults(func=cmd_schedule_show)
@@ -292,12 +302,14 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(q, required=False)
     q.set_defaults(func=cmd_schedule_check)
 
+
+def _add_profile(sub) -> None:
     p = sub.add_parser("profile", help="profile ERTACache / calibrate TeaCache on calibration prompts",
                        description="Run the model uncached on calibration prompts and write a JSON profile for a "
                                    "dynamic backend (tied to this model and step count).")
     p.add_argument("--backend", required=True, choices=("erta", "teacache"))
-    p.add_argument("--model", default="tiny",
-                   help="tiny (embedded model), random-tiny[:family] (random weights), or a pipeline folder")
+    p.add_argument("--model", default="tiny", help="tiny (embedded model), random-tiny[:FAMILY[:LAYERS]] (random "
+                   "weights), a pipeline folder or a hub id")
     p.add_argument("--prompts", required=True, help="text file, one prompt per line")
     p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
     p.add_argument("--steps", type=int, default=20)
@@ -309,6 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="erta: error that picks the reuse steps (final: final-output MSE incl. the sampler's amplification; slowest)")
     p.add_argument("--out", "-o", required=True, help="output JSON path")
     p.set_defaults(func=cmd_profile)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="dit-cache", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version="dit-cache 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    _add_macs(sub)
+    _add_schedule(sub)
+    _add_profile(sub)
     _add_plugin_commands(sub)
     return parser
 

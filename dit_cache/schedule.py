@@ -270,7 +270,8 @@ class Schedule:
         ``m_j = Σ_i d_i · S'·|step j ∩ step i|``, and computes when an integer lies in (B_{j−1}, B_j],
         B_j = Σ_{j'<j} m_{j'} (step 0 always computes). A periodic schedule (FORA-N) becomes the native
         FORA-N at the new step count; nearest-step sampling aliased it (FORA-2 20→10 turned into
-        "compute 5 steps, reuse 5"). A new reuse step forecasts when a source step it overlaps forecasts.
+        "compute 5 steps, reuse 5"). A new reuse step forecasts when the cell's nearest old non-computed
+        step forecasts.
         """
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ScheduleError(f"cannot resample to {steps!r} steps: give a whole number >= 1")
@@ -283,8 +284,10 @@ class Schedule:
         arr[0] = True
         arr[:, ~self.space.applicable] = True
         fc = None
-        if self.forecast is not None:
-            fc = (np.einsum("ji,ibc->jbc", w, self.forecast.astype(float)) > 0) & ~arr
+        if self.forecast is not None:  # a new reuse step forecasts as the cell's nearest old reuse/forecast step
+            dist = np.abs((np.arange(steps) + 0.5)[:, None] / steps - (np.arange(self.steps) + 0.5)[None, :] / self.steps)
+            dist = np.where(self.compute[None], np.inf, dist[:, :, None, None])  # [S', S, blocks, components]
+            fc = np.take_along_axis(self.forecast[None], dist.argmin(1)[:, None], 1)[:, 0] & ~arr
         meta = {**self.metadata, "name": f"{self.name}@{self.steps}to{steps}", "resampled_from_steps": self.steps}
         return Schedule(arr, self.space, meta, fc, self.forecast_order)
 

@@ -9,48 +9,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 import dit_cache as dc
+from dit_cache.resolve import load_pipeline, parse_model_spec, resolve_spec
 
-from .generate import Sample, Variant, call_kwargs, generate, is_shapes_model, load_pipeline, resolve_schedule
+from .config import EvalConfig
+from .generate import Sample, Variant, generate
 from .metrics import MetricUnavailable
 from .score import METRICS, score_and_write, setup_scorers
 
-
-@dataclass
-class EvalConfig:
-    """Settings of one `dit-cache eval` run (see `register` for the meaning of each)."""
-
-    model: str = "tiny"
-    schedules: list[str] = field(default_factory=lambda: ["fora:2", "fora:3"])
-    prompts: str | None = None
-    category: str | None = None
-    num_prompts: int = 16
-    seeds: int = 1
-    seed: int = 0
-    steps: int = 20
-    guidance_scale: float | None = None
-    height: int | None = None
-    width: int | None = None
-    metrics: str = "auto"
-    out: Path = Path("eval_out")
-    batch_size: int = 4
-    resample: bool = False
-    fid_features: str = "auto"
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str | None = "openai"
-    latency_warmup: int = 1
-    latency_repeats: int = 3
-    latency_batch: int = 1
-    grid_rows: int = 8
-    device: str | None = None
-    dtype: str = "float32"
-    threads: int | None = None
-    progress: bool = True
+__all__ = ["EvalConfig", "register", "run_eval"]
 
 
 # ----------------------------------------------------------------------------- processes
@@ -91,14 +62,15 @@ def _gather(state, records: list[dict]) -> list[dict]:
 
 # ----------------------------------------------------------------------------- main flow
 def _variants(pipe, cfg: EvalConfig) -> list[Variant]:
+    """The uncached baseline, then one variant per spec of --schedules (static schedule or backend config)."""
     space = dc.space_of(pipe.transformer)
     out = [Variant("uncached", None)]
-    for spec in cfg.schedules:
-        sched = resolve_schedule(spec, space, cfg.steps, cfg.resample)
-        vid = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in sched.name)
+    for text in cfg.schedules:
+        spec = resolve_spec(text, space, cfg.steps, resample=cfg.resample)
+        vid = "".join(ch if ch.isalnum() or ch in "-_.+" else "_" for ch in spec.name)
         while vid in {v.id for v in out}:
             vid += "+"
-        out.append(Variant(vid, sched, spec))
+        out.append(Variant(vid, spec.value, text))
     return out
 
 
@@ -109,12 +81,8 @@ def _samples(cfg: EvalConfig, prompts: list[str]) -> list[Sample]:
     return [Sample(i, k, p, cfg.seed + 100_003 * k + i) for k in range(cfg.seeds) for i, p in enumerate(prompts)]
 
 
-def run_eval(cfg: EvalConfig) -> dict | None:
-    """Run the evaluation; returns the report on the main process (None on the others)."""
-    from .prompts import load_prompts
-
-    state = _state(cfg.device)
-    device = cfg.device or str(state.device)
+def _check(cfg: EvalConfig) -> torch.dtype:
+    """Validate the numeric settings (before anything is loaded); the torch dtype of --dtype."""
     dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}.get(cfg.dtype)
     if dtype is None:
         raise ValueError(f"--dtype must be float32, float16 or bfloat16, got {cfg.dtype!r}")
@@ -128,17 +96,28 @@ def run_eval(cfg: EvalConfig) -> dict | None:
         if cfg.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
-    is_shapes = is_shapes_model(cfg.model)
-    if cfg.prompts is None and not is_shapes and cfg.model != "random-tiny":
+    return dtype
+
+
+def run_eval(cfg: EvalConfig) -> dict | None:
+    """Run the evaluation; returns the report on the main process (None on the others)."""
+    from .prompts import load_prompts
+
+    state = _state(cfg.device)
+    device = cfg.device or str(state.device)
+    dtype = _check(cfg)
+    model_spec = parse_model_spec(cfg.model)
+    if cfg.prompts is None and not model_spec.shapes and not model_spec.random_weights:
         raise ValueError("pass --prompts FILE (text, PartiPrompts .tsv, ImageReward .json) for this model")
     prompts = load_prompts(cfg.prompts or "shapes:heldout", cfg.num_prompts, category=cfg.category, seed=cfg.seed)
     main = state.is_main_process
-    scorers = setup_scorers(cfg, is_shapes, prompts, device) if main else None
-    pipe = load_pipeline(cfg.model, device, dtype)
+    scorers = setup_scorers(cfg, model_spec.shapes, prompts, device) if main else None
+    model = load_pipeline(model_spec, device, dtype)
+    pipe = model.pipe
     variants = _variants(pipe, cfg)
     samples = _samples(cfg, prompts)
-    kwargs = call_kwargs(pipe, cfg.model, cfg.steps, cfg.guidance_scale, cfg.height, cfg.width)
-    settings = {"model": cfg.model, "kwargs": kwargs, "dtype": cfg.dtype, "device_type": torch.device(device).type}
+    kwargs = model.call_kwargs(cfg.steps, cfg.guidance_scale, cfg.height, cfg.width)
+    settings = {"model": model.name, "kwargs": kwargs, "dtype": cfg.dtype, "device_type": torch.device(device).type}
     mine = samples[state.process_index:: state.num_processes]
     res = generate(pipe, variants, mine, cfg.out, settings, kwargs, cfg.batch_size, cfg.progress and main,
                    desc=f"generating ({state.num_processes} proc)" if state.num_processes > 1 else "generating")
@@ -147,7 +126,8 @@ def run_eval(cfg: EvalConfig) -> dict | None:
     report = None
     if main:
         timings = _latency(pipe, variants, samples, kwargs, cfg, device) if "latency" in scorers.metrics else None
-        report = score_and_write(cfg, state, device, variants, samples, records, kwargs, scorers, timings, res)
+        report = score_and_write(cfg, state, device, variants, samples, records, kwargs, scorers, timings, res,
+                                 random_weights=model.random_weights)
     state.wait_for_everyone()
     return report
 
@@ -203,11 +183,14 @@ def register(sub) -> None:
     """Add `dit-cache eval` to the CLI (entry point of the `dit_cache.commands` group)."""
     p = sub.add_parser("eval", help="evaluate schedules: speedup (MACs, wall) vs quality, report with plots and grids",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="'tiny' (embedded model, default), 'random-tiny', a local "
-                   "pipeline folder or a hub id")
-    p.add_argument("--schedules", nargs="*", default=["fora:2", "fora:3"], metavar="S",
-                   help="schedule JSON files (dit-cache or ECAD) or specs fora:N[:WARMUP], cache:COMPONENT:N, "
-                   "random:P[:SEED], all (default fora:2 fora:3); the uncached baseline is always included")
+    p.add_argument("--model", default="tiny", help="tiny (embedded model, default), random-tiny[:FAMILY[:LAYERS]] "
+                   "(random weights, plumbing only), a local pipeline folder or a hub id")
+    p.add_argument("--schedules", nargs="*", default=["fora:2", "fora:3"], metavar="SPEC",
+                   help="caching specs: static schedules all, fora:N[:WARMUP], cache:COMPONENT:N, random:P[:SEED], "
+                   "a dit-cache/ECAD schedule JSON; or dynamic backends taylorseer[:N[:ORDER[:WARMUP]]], "
+                   "teacache[:DELTA[:PROFILE]], first-block[:TAU], delta-dit[:N[:BLOCKS[:BOUNDARY]]], "
+                   "cg-taylor[:TAU[:O1[:OL[:WARMUP]]]], erta:PROFILE (default fora:2 fora:3); the uncached "
+                   "baseline is always included")
     p.add_argument("--prompts", help="prompt file: .txt (one per line, e.g. COCO captions), PartiPrompts .tsv, "
                    "ImageReward .json, or shapes:heldout (default for tiny models)")
     p.add_argument("--category", help="PartiPrompts category filter (e.g. Animals)")

@@ -17,10 +17,9 @@ import torch
 from tqdm.auto import tqdm
 
 import dit_cache as dc
-from dit_cache.ecad import load_schedule_file
+from dit_cache.resolve import parse_model_spec, prompt_kwargs
 
 from .fidelity import decode_latents, latent_mse, psnr, to_uint8
-from .generate import load_pipeline
 from .grid import image_grid
 
 INTERVALS = (2, 3, 4)
@@ -28,26 +27,24 @@ INTERVALS = (2, 3, 4)
 
 def demo_prompts(model: str, n: int) -> list[str]:
     """Held-out shapes prompts for the embedded model; fixed generic prompts otherwise."""
-    if model == "tiny":
-        from dit_cache.zoo.shapes import split_prompts
+    if parse_model_spec(model).shapes:
+        from training.shapes import split_prompts
 
         return [c for _, c in split_prompts("heldout", n, seed=0, n_objects=None)]
     return [f"a photo of object number {i}" for i in range(n)]
 
 
-def _call(pipe, prompts: list[str], steps: int, seed: int, latent: bool, small: bool = False) -> Any:
-    gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(prompts))]  # fixed noise per prompt
-    kwargs = {"num_inference_steps": steps, "generator": gens, "output_type": "latent" if latent else "pt"}
-    if "PixArt" in type(pipe).__name__:
-        kwargs.update(use_resolution_binning=False, clean_caption=False)
-        if small:  # random-tiny: a small image keeps the plumbing demo fast (every other model: native size)
-            kwargs.update(height=16, width=16)
-    return pipe(prompts, **kwargs).images
+def _call(pipe, prompts: list[str], steps: int, seed: int, latent: bool, defaults: dict | None = None) -> Any:
+    """One batch, fixed noise per prompt; `defaults`: the model's call defaults (`dit_cache.load_pipeline`)."""
+    gens = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(prompts))]
+    kwargs = {**(defaults or {}), "num_inference_steps": steps, "generator": gens,
+              "output_type": "latent" if latent else "pt"}
+    return pipe(**prompt_kwargs(pipe, prompts), **kwargs).images
 
 
 def shipped_schedules(model: str, steps: int) -> list[Path]:
     """Learned schedules shipped for the embedded model (`dit-cache search` output) at this step count."""
-    if model != "tiny":
+    if parse_model_spec(model).kind != "tiny":
         return []
     from dit_cache.zoo import DEFAULT_MODEL, ZOO_DIR
 
@@ -55,22 +52,22 @@ def shipped_schedules(model: str, steps: int) -> list[Path]:
     return [f for f in files if dc.Schedule.load(f).steps == steps]
 
 
-def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20, repeats: int = 3,
-             seed: int = 0, num_prompts: int = 16, schedules: list[str] | None = None) -> dict:
-    """Run the demo; returns (and writes) the report. `schedules`: extra schedule files (dit-cache or ECAD JSON)."""
-    pipe = load_pipeline(model)
-    prompts = demo_prompts(model, num_prompts)
+def demo_variants(pipe, model: str, steps: int, specs: list[str] | None = None,
+                  resample: bool = False) -> dict[str, Any]:
+    """Uncached, FORA N=2,3,4, the learned schedules shipped for the model, then every extra caching spec
+    (any of `dit_cache.resolve_spec`'s grammar: schedule files, static specs, dynamic backends), by display name."""
     space = dc.space_of(pipe.transformer)
-    variants: dict[str, dc.Schedule | None] = {"uncached": None}
+    variants: dict[str, Any] = {"uncached": None}
     variants.update({f"fora-{n}": dc.fora(space, steps, n) for n in INTERVALS})
-    for f in [*shipped_schedules(model, steps), *map(Path, schedules or [])]:
-        s = load_schedule_file(f)
-        why = s.space.describe_mismatch(space)
-        if why:
-            raise ValueError(f"schedule {f} does not fit this model: {why}")
-        if s.steps != steps:
-            raise ValueError(f"schedule {f} has {s.steps} steps, the demo runs {steps}: pass --steps {s.steps}")
-        variants[s.name or Path(f).stem] = s
+    for text in [*map(str, shipped_schedules(model, steps)), *(specs or [])]:
+        spec = dc.resolve_spec(text, space, steps, resample=resample)
+        variants[spec.name] = spec.value
+    return variants
+
+
+def _generate_interleaved(pipe, variants: dict[str, Any], prompts: list[str], steps: int, seed: int, repeats: int,
+                          defaults: dict) -> tuple[dict[str, torch.Tensor], dict[str, list[float]], dict[str, dict]]:
+    """Latents of the warm-up round, seconds of the `repeats` timed rounds (interleaved, rotated), MACs."""
     latents: dict[str, torch.Tensor] = {}
     secs: dict[str, list[float]] = {v: [] for v in variants}
     macs: dict[str, dict] = {}
@@ -81,7 +78,7 @@ def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20,
             for name in order[rep % len(order):] + order[:rep % len(order)]:  # interleaved, rotated
                 handle = dc.accelerate(pipe, variants[name]) if variants[name] is not None else None
                 t0 = time.perf_counter()
-                lat = _call(pipe, prompts, steps, seed, latent=True, small=model == "random-tiny")
+                lat = _call(pipe, prompts, steps, seed, latent=True, defaults=defaults)
                 dt = time.perf_counter() - t0
                 if handle is not None:
                     macs[name] = handle.stats.macs()
@@ -92,9 +89,11 @@ def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20,
                     secs[name].append(dt)
                 bar.set_postfix_str(f"{name} {dt:.2f}s")
                 bar.update()
-        images = {name: decode_latents(pipe, lat) for name, lat in latents.items()}
+    return latents, secs, macs
 
-    scorer = _adherence_fn(model)
+
+def _rows(order: list[str], latents: dict, images: dict, secs: dict, macs: dict, scorer, prompts: list[str]) -> list[dict]:
+    """One row per variant: MACs and wall speedups, PSNR and latent MSE vs uncached, adherence if scored."""
     base = statistics.median(secs["uncached"])
     rows = []
     for name in order:
@@ -109,27 +108,49 @@ def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20,
         if scorer is not None:
             row["adherence"] = scorer(images[name], prompts)
         rows.append(row)
+    return rows
 
+
+def _write(out: Path, report: dict, images: dict, order: list[str], prompts: list[str]) -> dict:
+    """grid.png, report.json and report.md; prints the table."""
     out.mkdir(parents=True, exist_ok=True)
     to_u8 = {n: (im.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy() for n, im in images.items()}
     grid = image_grid([[to_u8[n][i] for n in order] for i in range(len(prompts))], order, prompts, out / "grid.png")
-    report = {
-        "command": "dit-cache demo", "model": model, "steps": steps, "repeats": repeats, "seed": seed,
-        "prompts": prompts, "rows": rows, "grid": str(grid),
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "note": "wall times are medians of interleaved runs on this machine; MACs are exact (full convention)",
-    }
+    report["grid"] = str(grid)
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-    table = format_table(rows)
-    (out / "report.md").write_text(f"# dit-cache demo ({model}, {steps} steps)\n\n{table}\n\n![grid](grid.png)\n")
+    table = format_table(report["rows"])
+    (out / "report.md").write_text(f"# dit-cache demo ({report['model']}, {report['steps']} steps)\n\n{table}\n\n"
+                                   "![grid](grid.png)\n")
     print(table)
     print(f"\nwrote {out / 'grid.png'}, {out / 'report.json'}, {out / 'report.md'}")
     return report
 
 
+def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20, repeats: int = 3,
+             seed: int = 0, num_prompts: int = 16, schedules: list[str] | None = None, resample: bool = False) -> dict:
+    """Run the demo; returns (and writes) the report. `schedules`: extra caching specs (schedule files, fora:N,
+    teacache:0.25, ...; see `dit_cache.resolve_spec`)."""
+    loaded = dc.load_pipeline(model)
+    pipe = loaded.pipe
+    prompts = demo_prompts(model, num_prompts)
+    variants = demo_variants(pipe, model, steps, schedules, resample)
+    latents, secs, macs = _generate_interleaved(pipe, variants, prompts, steps, seed, repeats, loaded.call_defaults)
+    with torch.inference_mode():
+        images = {name: decode_latents(pipe, lat) for name, lat in latents.items()}
+    order = list(variants)
+    rows = _rows(order, latents, images, secs, macs, _adherence_fn(model), prompts)
+    report = {
+        "command": "dit-cache demo", "model": model, "steps": steps, "repeats": repeats, "seed": seed,
+        "prompts": prompts, "rows": rows, "grid": None,
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "note": "wall times are medians of interleaved runs on this machine; MACs are exact (full convention)",
+    }
+    return _write(out, report, images, order, prompts)
+
+
 def _adherence_fn(model: str):
     """Mean attribute accuracy (colour, shape, size, position) of the shapes scorer; None for other models."""
-    if model != "tiny":
+    if not parse_model_spec(model).shapes:
         return None
     from .shapes_scorer import adherence
 
@@ -158,7 +179,7 @@ def format_table(rows: list[dict]) -> str:
 def _cmd(args: argparse.Namespace) -> int:
     try:
         run_demo(model=args.model, out=Path(args.out), steps=args.steps, repeats=args.repeats, seed=args.seed,
-                 num_prompts=args.num_prompts, schedules=args.schedule)
+                 num_prompts=args.num_prompts, schedules=args.schedule, resample=args.resample)
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"dit-cache demo: error: {e}", file=sys.stderr)
         return 2
@@ -169,13 +190,17 @@ def register(sub) -> None:
     """Add `dit-cache demo` to the CLI (entry point of the `dit_cache.commands` group)."""
     p = sub.add_parser("demo", help="the main job: generate with and without caching, print the trade-off",
                        description=__doc__)
-    p.add_argument("--model", default="tiny", help="'tiny' (embedded trained model, default), 'random-tiny', or a path")
+    p.add_argument("--model", default="tiny", help="tiny (embedded trained model, default), "
+                   "random-tiny[:FAMILY[:LAYERS]] (random weights, plumbing only), a pipeline folder or a hub id")
     p.add_argument("--out", default="demo_out", help="folder for grid.png and report.json/md (default demo_out)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per variant, interleaved (default 3)")
     p.add_argument("--num-prompts", type=int, default=16, help="prompts in the batch (default 16)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--schedule", action="append", default=[], metavar="FILE",
-                   help="also run this schedule file (dit-cache or ECAD JSON, e.g. a `dit-cache search` front/*.json); "
-                        "repeatable. With --model tiny the learned schedules shipped in dit_cache/zoo/schedules/ run too")
+    p.add_argument("--schedule", action="append", default=[], metavar="SPEC",
+                   help="also run this caching spec: a schedule file (dit-cache or ECAD JSON, e.g. a `dit-cache "
+                        "search` front/*.json), fora:N[:WARMUP], cache:COMPONENT:N, teacache:DELTA, first-block:TAU, "
+                        "... (the grammar of `dit-cache eval --schedules`); repeatable. With --model tiny the learned "
+                        "schedules shipped in dit_cache/zoo/schedules/ run too")
+    p.add_argument("--resample", action="store_true", help="resample schedule files to --steps instead of failing")
     p.set_defaults(func=_cmd)

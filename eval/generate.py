@@ -10,8 +10,7 @@ import hashlib
 import inspect
 import json
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,105 +18,50 @@ import numpy as np
 import torch
 
 import dit_cache as dc
+from dit_cache.resolve import prompt_kwargs
 
-__all__ = ["Sample", "Variant", "call_kwargs", "generate", "is_shapes_model", "load_pipeline", "load_sample",
-           "resolve_schedule", "run_variant"]
-
-
-# ----------------------------------------------------------------------------- pipelines
-def is_shapes_model(model: str) -> bool:
-    """'tiny' or a local folder of the embedded shapes model (name tiny-pixart-shapes*)."""
-    return model == "tiny" or Path(model).name.startswith("tiny-pixart-shapes")
+__all__ = ["Sample", "Variant", "generate", "load_sample", "run_variant"]
 
 
-def load_pipeline(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """'tiny' = the embedded trained model; 'random-tiny' = random-weight PixArt (plumbing only); else path/hub id."""
-    from dit_cache.zoo import load_model
-
-    return load_model(model, device, dtype)
-
-
-def call_kwargs(pipe, model: str, steps: int, guidance_scale: float | None = None, height: int | None = None,
-                width: int | None = None) -> dict[str, Any]:
-    """Fixed keyword arguments for every pipeline call (no prompt, generator or output type)."""
-    kw: dict[str, Any] = {"num_inference_steps": steps}
-    if "PixArt" in type(pipe).__name__:
-        kw.update(use_resolution_binning=False, clean_caption=False)
-    if is_shapes_model(model):
-        from dit_cache.zoo import CALL_KWARGS
-
-        kw.update({k: v for k, v in CALL_KWARGS.items() if k != "num_inference_steps"})
-    elif model == "random-tiny":
-        from dit_cache.zoo.tiny_random import tiny_call_kwargs
-
-        extra = tiny_call_kwargs("pixart", steps)
-        kw.update({k: extra[k] for k in ("height", "width", "guidance_scale", "max_sequence_length")})
-    for k, v in (("guidance_scale", guidance_scale), ("height", height), ("width", width)):
-        if v is not None:
-            kw[k] = v
-    return kw
-
-
-# ----------------------------------------------------------------------------- schedules
-_SPEC = re.compile(r"^(fora|cache|random|all)(:.*)?$")
-
-
-def resolve_schedule(spec: str, space: dc.ScheduleSpace, steps: int, resample: bool = False) -> dc.Schedule:
-    """A schedule from a dit-cache/ECAD JSON path or a spec: fora:N[:W], cache:<component>:N, random:P[:SEED], all."""
-    m = _SPEC.match(spec)
-    if m and not Path(spec).is_file():
-        parts = spec.split(":")[1:]
-        try:
-            if m.group(1) == "fora":
-                return dc.fora(space, steps, int(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
-            if m.group(1) == "cache":
-                return dc.cache_component(space, steps, parts[0], int(parts[1]))
-            if m.group(1) == "random":
-                return dc.random_schedule(space, steps, float(parts[0]), int(parts[1]) if len(parts) > 1 else 0)
-            return dc.compute_all(space, steps)
-        except (IndexError, ValueError) as e:
-            if isinstance(e, dc.ScheduleError):
-                raise
-            raise dc.ScheduleError(f"bad schedule spec {spec!r}: use fora:N[:WARMUP], cache:COMPONENT:N, "
-                                   "random:P[:SEED], all, or a schedule JSON path") from None
-    path = Path(spec)
-    if not path.is_file():
-        raise dc.ScheduleError(f"schedule file not found: {path} (or use a spec such as fora:2)")
-    try:
-        is_ecad = "cache_schedule" in json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise dc.ScheduleError(f"{path} is not valid JSON: {e}") from None
-    sched = dc.load_ecad(path) if is_ecad else dc.Schedule.load(path)
-    why = sched.space.describe_mismatch(space)
-    if why:
-        raise dc.ScheduleError(f"{path}: schedule does not fit this model: {why}")
-    if sched.steps != steps:
-        if not resample:
-            raise dc.ScheduleError(f"{path} has {sched.steps} steps but --steps is {steps}; pass --steps "
-                                   f"{sched.steps} or --resample")
-        sched = sched.resample(steps)
-    if sched.name == "unnamed":
-        sched = sched.with_metadata(name=path.stem)
-    return sched
+# ----------------------------------------------------------------------------- variants
+def _config_digest(config: Any) -> str:
+    """Digest of a backend config: its fields, and the bytes of a profile file it names."""
+    fields = asdict(config) if is_dataclass(config) else {"repr": repr(config)}
+    blob = json.dumps({"type": type(config).__name__, **fields}, sort_keys=True, default=str).encode()
+    profile = fields.get("profile")
+    if isinstance(profile, (str, Path)) and Path(profile).is_file():
+        blob += Path(profile).read_bytes()
+    return hashlib.sha256(blob).hexdigest()[:20]
 
 
 @dataclass
 class Variant:
-    """One column of the evaluation: the uncached baseline (schedule None) or a schedule."""
+    """One column of the evaluation: the uncached baseline (schedule None), a static schedule or a backend
+    config (a dynamic backend: what it computes is known only after a run, from the handle's counters)."""
 
     id: str
-    schedule: dc.Schedule | None
+    schedule: Any  # dc.Schedule | backend config | None
     source: str = "uncached"
 
     @property
+    def static(self) -> bool:
+        """A static schedule (or the baseline): MACs are the same for every batch."""
+        return self.schedule is None or isinstance(self.schedule, dc.Schedule)
+
+    @property
     def digest(self) -> str:
-        """Schedule digest ('uncached' for the baseline)."""
-        return self.schedule.digest() if self.schedule is not None else "uncached"
+        """Schedule / config digest ('uncached' for the baseline)."""
+        if self.schedule is None:
+            return "uncached"
+        return self.schedule.digest() if self.static else _config_digest(self.schedule)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready description."""
+        """JSON-ready description (compute_fraction None for a dynamic backend: see the row's measured one)."""
         if self.schedule is None:
             return {"id": self.id, "source": self.source, "compute_fraction": 1.0, "digest": self.digest}
+        if not self.static:
+            return {"id": self.id, "source": self.source, "name": self.id, "digest": self.digest,
+                    "backend": type(self.schedule).__name__, "compute_fraction": None}
         return {"id": self.id, "source": self.source, "name": self.schedule.name, "digest": self.digest,
                 "compute_fraction": self.schedule.compute_fraction(), "steps": self.schedule.steps}
 
@@ -188,15 +132,15 @@ def _run_pipe(pipe, prompts: list[str], seeds: list[int], kwargs: dict) -> tuple
         extra = {"callback_on_step_end": on_end, "callback_on_step_end_tensor_inputs": ["latents"]}
     elif "callback" in params:
         extra = {"callback": lambda _i, _t, lat: final.__setitem__("latents", lat), "callback_steps": 1}
-    first = "class_labels" if "class_labels" in params and "prompt" not in params else "prompt"
-    out = pipe(**{first: prompts}, generator=gens, output_type="pt", **kwargs, **extra).images
+    out = pipe(**prompt_kwargs(pipe, prompts), generator=gens, output_type="pt", **kwargs, **extra).images
     lat = final.get("latents")
     return out.float().cpu(), (lat.detach().float().cpu() if lat is not None else None)
 
 
 def run_variant(pipe, variant: Variant, prompts: list[str], seeds: list[int], kwargs: dict,
                 count_macs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, dict | None]:
-    """Generate one batch under `variant` (hooks installed for the call only); MACs per image if asked."""
+    """Generate one batch under `variant` (hooks installed for the call only); MACs per image if asked (and,
+    for a dynamic backend, the measured compute fraction)."""
     sched = variant.schedule
     if sched is None and count_macs:  # compute-all hooks are bit-identical to no hooks; they count MACs
         sched = dc.compute_all(dc.space_of(pipe.transformer), kwargs["num_inference_steps"])
@@ -208,6 +152,8 @@ def run_variant(pipe, variant: Variant, prompts: list[str], seeds: list[int], kw
         if handle is not None and count_macs:
             m = handle.stats.macs()
             macs = {"executed": m["executed"] / len(prompts), "full": m["full"] / len(prompts)}
+            if not variant.static:
+                macs["compute_fraction"] = handle.stats.compute_fraction()
     finally:
         if handle is not None:
             handle.remove()
@@ -248,8 +194,9 @@ def generate(pipe, variants: list[Variant], samples: list[Sample], root: Path, s
                 if not todo:
                     continue
                 t0 = time.perf_counter()
+                # a dynamic backend's decisions (so its MACs) depend on the batch: counted on every batch
                 images, latents, m = run_variant(pipe, v, [s.prompt for s in todo], [s.seed for s in todo], kwargs,
-                                                 count_macs=v.id not in macs)
+                                                 count_macs=v.id not in macs or not v.static)
                 dt = (time.perf_counter() - t0) / len(todo)
                 if m is not None:
                     macs[v.id] = m

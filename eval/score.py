@@ -8,15 +8,13 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from .config import EvalConfig
 from .generate import Sample, Variant, load_sample
 from .metrics import MetricUnavailable
-
-if TYPE_CHECKING:
-    from .cli import EvalConfig
 
 METRICS = ("fidelity", "latency", "fid", "clip", "adherence")
 
@@ -92,30 +90,33 @@ def setup_scorers(cfg: EvalConfig, is_shapes: bool, prompts: list[str], device: 
     return sc
 
 
-def score_and_write(cfg: EvalConfig, state, device: str, variants: list[Variant], samples: list[Sample],
-                    records: list[dict], kwargs: dict, scorers: Scorers, timings, res) -> dict:
-    """Load every gathered sample, score each variant against the uncached one, write the report files."""
+def _load_images(cfg: EvalConfig, variants: list[Variant], samples: list[Sample]) -> tuple[dict, dict]:
+    """uint8 images (N, 3, H, W) and final latents (or None) of every variant, in sample order."""
     from tqdm.auto import tqdm
 
-    from .report import format_table, pareto_plot, write_report
-
-    recs = {(r["variant"], r["stem"]): r for r in records}
-    missing = [(v.id, s.stem) for v in variants for s in samples if (v.id, s.stem) not in recs]
-    if missing:
-        raise RuntimeError(f"{len(missing)} samples were not gathered, e.g. {missing[:3]}; is --out shared by all processes?")
-    prompts = [s.prompt for s in samples]
     images, latents = {}, {}
     for v in tqdm(variants, desc="loading images", disable=not cfg.progress):
         loaded = [load_sample(cfg.out, v.id, s.stem) for s in samples]
         images[v.id] = torch.stack([a for a, _ in loaded])  # (N, 3, H, W) uint8
         latents[v.id] = torch.stack([b for _, b in loaded]) if all(b is not None for _, b in loaded) else None
-    real = _real_images(prompts, images["uncached"].shape[-1]) if scorers.fid_kind == "shapes" else None
+    return images, latents
+
+
+def _rows(cfg: EvalConfig, device: str, variants: list[Variant], samples: list[Sample], recs: dict, images: dict,
+          latents: dict, scorers: Scorers, timings, real: torch.Tensor | None) -> tuple[list[dict], dict]:
+    """One row per variant (MACs, generation time, wall time, every quality metric) and per-sample values."""
+    from tqdm.auto import tqdm
+
+    prompts = [s.prompt for s in samples]
     base_macs = statistics.fmean(recs["uncached", s.stem]["macs"]["executed"] for s in samples)
     rows, per_sample = [], {}
     for v in tqdm(variants, desc="scoring", disable=not cfg.progress):
         macs = statistics.fmean(recs[v.id, s.stem]["macs"]["executed"] for s in samples)
         row: dict[str, Any] = {**v.describe(), "variant": v.id, "macs_per_image": macs, "macs_per_image_g": macs / 1e9,
                                "macs_speedup": base_macs / macs}
+        if row["compute_fraction"] is None:  # a dynamic backend: what its handle counted, over every batch
+            fractions = [recs[v.id, s.stem]["macs"].get("compute_fraction") for s in samples]
+            row["compute_fraction"] = statistics.fmean(fractions) if None not in fractions else None
         row["generation_s_per_image"] = statistics.fmean(recs[v.id, s.stem]["generation_s_per_image"] for s in samples)
         if timings is not None:
             t = timings[v.id].summary()
@@ -129,19 +130,43 @@ def score_and_write(cfg: EvalConfig, state, device: str, variants: list[Variant]
     if timings is not None:
         for row in rows:
             row["wall_speedup"] = rows[0]["wall_median_s"] / row["wall_median_s"]
-    if "fid" in scorers.metrics and len(samples) < 2:
+    return rows, per_sample
+
+
+def _notes(cfg: EvalConfig, device: str, scorers: Scorers, n_samples: int, real: torch.Tensor | None,
+           timed: bool, random_weights: bool) -> list[str]:
+    """The report's notes: skipped metrics, random weights, how wall time and FID were measured."""
+    if "fid" in scorers.metrics and n_samples < 2:
         scorers.notes.append("FID skipped: it needs at least 2 samples")
-    cfg.out.mkdir(parents=True, exist_ok=True)
     notes = list(scorers.notes)
-    if cfg.model == "random-tiny":
+    if random_weights:
         notes.insert(0, "random-weight model: the quality numbers exercise the plumbing and mean nothing")
-    if timings is not None:
+    if timed:
         notes.append(f"wall time: {cfg.latency_repeats} interleaved runs (after {cfg.latency_warmup} warm-up) of a "
                      f"batch of {cfg.latency_batch} (whole pipeline call: text encoder, denoising, VAE decode), timed with "
                      f"{'CUDA events' if torch.device(device).type == 'cuda' else 'perf_counter'}")
     if scorers.fid_kind:
-        notes.append(f"FID features: {scorers.fid_kind} ({len(samples)} images per set)"
+        notes.append(f"FID features: {scorers.fid_kind} ({n_samples} images per set)"
                      + ("; 'real' = the prompts' scenes rendered procedurally" if real is not None else ""))
+    return notes
+
+
+def score_and_write(cfg: EvalConfig, state, device: str, variants: list[Variant], samples: list[Sample],
+                    records: list[dict], kwargs: dict, scorers: Scorers, timings, res, *,
+                    random_weights: bool = False) -> dict:
+    """Load every gathered sample, score each variant against the uncached one, write the report files."""
+    from .report import format_table, pareto_plot, write_report
+
+    recs = {(r["variant"], r["stem"]): r for r in records}
+    missing = [(v.id, s.stem) for v in variants for s in samples if (v.id, s.stem) not in recs]
+    if missing:
+        raise RuntimeError(f"{len(missing)} samples were not gathered, e.g. {missing[:3]}; is --out shared by all processes?")
+    images, latents = _load_images(cfg, variants, samples)
+    prompts = [s.prompt for s in samples]
+    real = _real_images(prompts, images["uncached"].shape[-1]) if scorers.fid_kind == "shapes" else None
+    rows, per_sample = _rows(cfg, device, variants, samples, recs, images, latents, scorers, timings, real)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    notes = _notes(cfg, device, scorers, len(samples), real, timings is not None, random_weights)
     pareto = pareto_plot(rows, cfg.out / "pareto.png")
     grids = [_grid(cfg, variants, samples, images)]
     report = {
@@ -195,7 +220,7 @@ def _quality(sc: Scorers, img: torch.Tensor, ref: torch.Tensor, lat: torch.Tenso
 
 def _real_images(prompts: list[str], size: int) -> torch.Tensor | None:
     """The prompts' scenes rendered procedurally (uint8 (N, 3, size, size)), for FID against 'real' shapes."""
-    from dit_cache.zoo import shapes as S
+    from training import shapes as S
 
     try:
         scenes = [S.parse_caption(p) for p in prompts]

@@ -27,6 +27,7 @@ class SearchState:
     counts: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     step_profile: dict[str, float] = field(default_factory=dict)  # step -> quality loss of reusing it alone
+    prompts_sha256: str | None = None  # of the calibration prompts used (a changed prompt file refuses --resume)
 
 
 def write_checkpoint(path: Path, config: dict[str, Any], shape: tuple[int, ...], state: SearchState) -> None:
@@ -59,3 +60,38 @@ def rng_to_json(state: tuple) -> list:
 def rng_from_json(data: list) -> tuple:
     """Inverse of `rng_to_json`."""
     return (data[0], tuple(data[1]), data[2])
+
+
+def prompts_digest(prompts: list[str]) -> str:
+    """sha256 of the calibration prompts (their text and order)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
+
+
+class OutLock:
+    """An exclusive lock on a run folder (`.lock`, flock): a second run into the same --out fails at once."""
+
+    def __init__(self, out: Path) -> None:
+        import fcntl
+
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / ".lock"
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            owner = self.fh.read().strip() or "?"
+            self.fh.close()
+            raise ValueError(f"another run is writing into {out} (pid {owner}): wait for it to finish or choose "
+                             "another --out") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(str(os.getpid()))
+        self.fh.flush()
+
+    def release(self) -> None:
+        """Drop the lock (the file stays; an unlocked file is free)."""
+        if not self.fh.closed:
+            self.fh.close()

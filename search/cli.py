@@ -55,8 +55,8 @@ def _cmd(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The search options."""
     d = SearchConfig()
-    p.add_argument("--model", default=d.model, help="'tiny' (embedded model), 'random-tiny[:LAYERS]', or a PixArt "
-                   "pipeline folder / hub id (default tiny)")
+    p.add_argument("--model", default=d.model, help="tiny (embedded model), random-tiny[:pixart[:LAYERS]] (random "
+                   "weights), or a PixArt pipeline folder / hub id (default tiny)")
     p.add_argument("--prompts", default=d.prompts, help=f"calibration prompts, one per line (default {d.prompts})")
     p.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts of the file")
     p.add_argument("--population", type=int, default=d.population, help=f"NSGA-II population (default {d.population})")

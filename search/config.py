@@ -39,7 +39,7 @@ class SearchConfig:
     indpb: float | None = None
     late_bias: float = 0.0
     clip_weights: str | None = None
-    forecast: bool = False  # cells may also be Taylor forecasts (search.forecast)
+    forecast: bool = False  # cells may also be Taylor forecasts (Schedule FORECAST cells)
     forecast_order: int = 1
     init: list[str] = field(default_factory=list)  # schedule files (dit-cache or ECAD) seeding the population
     multi_fidelity: bool = False  # children: first prompt batch, the rest only if they can still reach the front

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -33,14 +32,21 @@ from deap import base, tools
 import dit_cache as dc
 
 from . import genome as G
-from .checkpoint import CHECKPOINT, SearchState, read_checkpoint, rng_from_json, rng_to_json, write_checkpoint
+from .checkpoint import (
+    CHECKPOINT,
+    OutLock,
+    SearchState,
+    prompts_digest,
+    read_checkpoint,
+    rng_from_json,
+    rng_to_json,
+    write_checkpoint,
+)
 from .config import SearchConfig, SearchError, read_prompts
 from .multifidelity import complete_front, evaluate_children
 from .objectives import make_objective
 from .pareto import hypervolume, pareto
 from .workers import EvalSpec, _threads, load_model, make_pool
-
-_KILL_ENV = "DIT_CACHE_SEARCH_TEST_KILL_AFTER_GEN"  # tests: SIGKILL this process after that checkpoint
 
 
 class _Fitness(base.Fitness):
@@ -65,6 +71,18 @@ class Search:
     def __init__(self, config: SearchConfig, out: str | Path, *, pipe: Any = None) -> None:
         config.check()
         self.cfg, self.out = config, Path(out)
+        self._lock: OutLock | None = None
+        if config.backend != "accelerate":  # under `accelerate launch` the main rank locks in run()
+            self._take_lock()
+        try:
+            self._setup(config, out, pipe)
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _setup(self, config: SearchConfig, out: str | Path, pipe: Any) -> None:
+        """Prompts, model, objectives, workers and the cost model of the run."""
         self.prompts = read_prompts(config.prompts, config.num_prompts)
         self.seeds = [config.seed * 100_003 + i for i in range(len(self.prompts))]  # one fixed noise seed per prompt
         self.pipe = pipe if pipe is not None else load_model(config.model)
@@ -284,6 +302,7 @@ class Search:
         st.population = [G.encode(i.genome) for i in pop]
         st.rng = rng_to_json(self.rng.getstate())
         st.counts = self.pool.counts.to_dict() | {"base_" + k: v for k, v in self._base_counts.items()}
+        st.prompts_sha256 = prompts_digest(self.prompts)
         if self.is_main:
             write_checkpoint(self.out / CHECKPOINT, asdict(self.cfg), self.shape, st)
 
@@ -297,6 +316,10 @@ class Search:
         if diff or tuple(data["shape"]) != self.shape:
             raise SearchError(f"--resume: the checkpoint in {self.out} was made with other settings {diff}; "
                               "use the same settings or another --out")
+        if self.state.prompts_sha256 not in (None, prompts_digest(self.prompts)):
+            raise SearchError(f"--resume: the calibration prompts in {self.cfg.prompts} differ from those the "
+                              f"checkpoint in {self.out} was measured on (the file changed): restore that file, "
+                              "or start a new run with another --out")
         self.rng.setstate(rng_from_json(self.state.rng))
         self._base_counts = {k[5:]: v for k, v in self.state.counts.items() if k.startswith("base_")}
         for k in ("steps_run", "steps_naive", "candidates"):
@@ -353,6 +376,8 @@ class Search:
         from tqdm.auto import tqdm
 
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.is_main and self._lock is None:
+            self._take_lock()
         self._base_counts: dict[str, int] = {}
         self.pool.barrier()  # accelerate: no process may see a checkpoint that another one writes below
         if not resume and (self.out / CHECKPOINT).exists():
@@ -397,13 +422,19 @@ class Search:
     def _finish_generation(self, pop: list[_Ind], t0: float) -> None:
         self._record(pop, t0)
         self._save(pop)
-        kill = os.environ.get(_KILL_ENV)
-        if kill is not None and int(kill) == self.state.generation:
-            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _take_lock(self) -> None:
+        """Hold the run folder's lock (one run per --out at a time)."""
+        try:
+            self._lock = OutLock(self.out)
+        except ValueError as e:
+            raise SearchError(str(e)) from None
 
     def close(self) -> None:
         """Stop workers, remove hooks and delete spilled prefix states (worker processes never close their
-        evaluators, so the main process removes the whole spill folder)."""
+        evaluators, so the main process removes the whole spill folder); release the run folder."""
+        if self._lock is not None:
+            self._lock.release()
         self.pool.close()
         if self._cost_ev is not getattr(self.pool, "ev", None):
             self._cost_ev.close()

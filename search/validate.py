@@ -2,8 +2,8 @@
 
     python -m search.validate --run runs/shapes --model tiny --num-prompts 64
 
-Every variant (uncached, FORA N=2,3,4, each dynamic backend with its default settings, every front
-schedule) generates the same held-out prompts with the same seeds through the real pipeline under
+Every variant (uncached, FORA N=2,3,4, every dynamic backend at the operating points of
+`dit_cache.baselines` -- or at its defaults, `--dynamic defaults` -- and every front schedule) generates the same held-out prompts with the same seeds through the real pipeline under
 `dit_cache.accelerate`. Reported per variant: MACs speedup (exact, from the runtime's counters),
 latent MSE and PSNR against the uncached output, and shapes adherence when the prompts are shapes
 captions (adherence = mean attribute accuracy over colour, shape, size and position; the all-correct
@@ -29,51 +29,52 @@ from typing import Any
 import torch
 
 import dit_cache as dc
+from dit_cache.resolve import erta_reuse_points
 from eval.fidelity import psnr, to_uint8
 
 from .loop import GUIDANCE_SCALE, pipeline_size
 from .objectives import ATTRIBUTES, decode, latent_mse, latent_psnr
-from .workers import load_model
-
-DYNAMIC = {
-    "teacache": lambda: dc.TeaCacheConfig(),
-    "first-block": lambda: dc.FirstBlockCacheConfig(),
-    "taylorseer": lambda: dc.TaylorSeerConfig(),
-    "delta-dit": lambda: dc.DeltaDiTConfig(),
-    "cg-taylor": lambda: dc.CGTaylorConfig(),
-}
 
 
-def dynamic_sweep(pipe: Any, steps: int, calib: list[str], seed: int = 1000) -> list[tuple[str, Any]]:
-    """Dynamic backends at operating points from ~1.3x to ~4x MACs speedup (those of benchmarks/backends.py);
-    TeaCache and ERTACache profiles are fitted on `calib` (calibration prompts, never the held-out ones)."""
+def _profile_calls(pipe: Any, steps: int, calib: list[str], seed: int) -> list[dict[str, Any]]:
+    """Uncached calls on the calibration prompts, generated as `generate` does (the search's settings)."""
+    h, w = pipeline_size(pipe)
+    return [{"prompt": p, "num_inference_steps": steps, "guidance_scale": GUIDANCE_SCALE, "output_type": "latent",
+             "height": h, "width": w, "use_resolution_binning": False, "clean_caption": False,
+             "generator": torch.Generator("cpu").manual_seed(seed + i)} for i, p in enumerate(calib)]
+
+
+def baseline_profiles(pipe: Any, steps: int, calib: list[str], seed: int = 1000) -> dict[str, Any]:
+    """The profiles `dit_cache.baselines` names, fitted on `calib`: ``calib`` (TeaCache), ``reuseK`` (ERTACache)."""
     from dit_cache.backends.erta_profile import profile_erta
     from dit_cache.backends.teacache import calibrate_teacache
 
-    nb = len(dc.space_of(pipe.transformer).block_ids)
-    pts: list[tuple[str, Any]] = [(f"first-block tau={t}", dc.FirstBlockCacheConfig(t)) for t in (0.1, 0.2, 0.4)]
-    pts += [(f"cg-taylor tau={t}", dc.CGTaylorConfig(t, warmup=2)) for t in (0.05, 0.1, 0.2)]
-    pts += [(f"taylorseer N={n}", dc.TaylorSeerConfig(n, 1, 2)) for n in (2, 3, 4)]
-    pts += [(f"delta-dit N={n}", dc.DeltaDiTConfig(n, max(1, 3 * nb // 4), steps * 3 // 5)) for n in (2, 4)]
-    if calib:
-        h, w = pipeline_size(pipe)
-        calls = [{"prompt": p, "num_inference_steps": steps, "guidance_scale": GUIDANCE_SCALE, "output_type": "latent",
-                  "height": h, "width": w, "use_resolution_binning": False, "clean_caption": False,
-                  "generator": torch.Generator("cpu").manual_seed(seed + i)} for i, p in enumerate(calib)]
-        tea = calibrate_teacache(pipe, calls)
-        pts += [(f"teacache delta={t}", dc.TeaCacheConfig(t, profile=tea)) for t in (0.25, 0.5, 1.0)]
-        errors = None
-        reuse = {6: 1, 10: 2, 13: 3} if steps >= 20 else {max(1, steps // 4): 1, max(1, steps // 2): 2}
-        for k, m in reuse.items():
-            prof = profile_erta(pipe, calls, num_reuse=k, max_consecutive=m, step_errors=errors)
-            errors = prof["step_errors"]
-            pts.append((f"erta reuse={k}", dc.ERTACacheConfig(prof)))
-    return pts
+    calls = _profile_calls(pipe, steps, calib, seed)
+    profiles: dict[str, Any] = {"calib": calibrate_teacache(pipe, calls)}
+    errors = None  # per-step reuse errors: measured once, shared by every reuse budget
+    for k, m in erta_reuse_points(steps).items():
+        prof = profile_erta(pipe, calls, num_reuse=k, max_consecutive=m, step_errors=errors)
+        profiles[f"reuse{k}"], errors = prof, prof["step_errors"]
+    return profiles
+
+
+def dynamic_sweep(pipe: Any, steps: int, calib: list[str], seed: int = 1000) -> list[tuple[str, Any]]:
+    """(name, config) of every dynamic backend at the operating points of `dit_cache.baselines` (~1.3x to ~4x
+    MACs speedup; shared with benchmarks/backends.py). TeaCache and ERTACache points need profiles: they are
+    fitted on `calib` (calibration prompts, never the held-out ones) and left out without them."""
+    space = dc.space_of(pipe.transformer)
+    profiles = baseline_profiles(pipe, steps, calib, seed) if calib else None
+    out = []
+    for b in dc.baselines(steps, len(space.block_ids), profiled=bool(calib)):
+        if b.backend != "fora":
+            spec = dc.resolve_spec(b.spec, space, steps, profiles=profiles)
+            out.append((spec.name, spec.value))
+    return out
 
 
 def heldout_prompts(n: int, seed: int = 0) -> list[str]:
     """Held-out shapes captions (never used by calibration)."""
-    from dit_cache.zoo.shapes import split_prompts
+    from training.shapes import split_prompts
 
     return [c for _, c in split_prompts("heldout", n, seed=seed, n_objects=None)]
 
@@ -148,89 +149,102 @@ def dominates(f: dict[str, Any], b: dict[str, Any], metrics: list[str], noise_aw
     return all(better) and (any(strict) or f["macs_speedup"] > b["macs_speedup"] + 1e-9)
 
 
-def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool | str = True,
-             pipe: Any = None, shapes: bool | None = None, calib: list[str] | None = None,
-             progress: bool = False, front_max: int | None = None) -> dict[str, Any]:
-    """Evaluate the run's front and the baselines; returns rows and verdicts.
-
-    ``dynamic``: False (none), True/"defaults" (each dynamic backend at its defaults) or "sweep" (several
-    operating points per backend; `calib` prompts fit the TeaCache/ERTACache profiles).
-    ``front_max``: evaluate about this many front schedules (None = all), chosen after the baselines ran
-    (`select_front`): for each baseline the lowest-error front point at >= its MACs speedup, then points
-    evenly spread over the front up to `front_max` in total.
-    """
+def _load_front(run: Path) -> list[dc.Schedule]:
     files = sorted((run / "front").glob("*.json"))
     if not files:
         raise FileNotFoundError(f"no front/*.json in {run}: run `dit-cache search --out {run}` first")
-    front = [dc.Schedule.load(f) for f in files]
-    steps = front[0].steps
-    pipe = pipe if pipe is not None else load_model(model)
-    space = dc.space_of(pipe.transformer)
+    return [dc.Schedule.load(f) for f in files]
+
+
+def _adherence_scorer(pipe: Any, prompts: list[str], shapes: bool | None):
+    """Shapes adherence of final latents (None unless the prompts are shapes captions, or `shapes` is False)."""
     if shapes is None:
         try:
-            from dit_cache.zoo.shapes import parse_caption
+            from training.shapes import parse_caption
 
             for p in prompts:
                 parse_caption(p)
             shapes = True
         except Exception:
             shapes = False
-    scorer = None
-    if shapes:
-        from eval.shapes_scorer import adherence, load_classifier
+    if not shapes:
+        return None
+    from eval.shapes_scorer import adherence, load_classifier
 
-        clf = load_classifier()
+    clf = load_classifier()
 
-        def scorer(lat: torch.Tensor) -> dict[str, float]:
-            u8 = to_uint8(decode(pipe, lat))  # (N, 3, H, W)
-            res = adherence(u8, prompts, clf, per_sample=True)
-            per = [sum(r[k] for k in ATTRIBUTES) / len(ATTRIBUTES) for r in res["per_sample"]]
-            return {"adherence": sum(res[k] for k in ATTRIBUTES) / len(ATTRIBUTES), "all_correct": res["all_correct"],
-                    "adherence_per_prompt": per}
+    def scorer(lat: torch.Tensor) -> dict[str, Any]:
+        u8 = to_uint8(decode(pipe, lat))  # (N, 3, H, W)
+        res = adherence(u8, prompts, clf, per_sample=True)
+        per = [sum(r[k] for k in ATTRIBUTES) / len(ATTRIBUTES) for r in res["per_sample"]]
+        return {"adherence": sum(res[k] for k in ATTRIBUTES) / len(ATTRIBUTES), "all_correct": res["all_correct"],
+                "adherence_per_prompt": per}
 
+    return scorer
+
+
+def baseline_variants(pipe: Any, steps: int, dynamic: bool | str, calib: list[str] | None) -> list[tuple[str, str, Any]]:
+    """(name, kind, schedule or config): uncached, FORA N=2,3,4, then the dynamic backends (see `validate`)."""
+    space = dc.space_of(pipe.transformer)
+    fora = [dc.resolve_spec(b.spec, space, steps) for b in dc.baselines(steps, len(space.block_ids), profiled=False)
+            if b.backend == "fora"]
     variants: list[tuple[str, str, Any]] = [("uncached", "baseline", None)]
-    variants += [(f"fora-{n}", "fora", dc.fora(space, steps, n)) for n in (2, 3, 4)]
+    variants += [(f.name, "fora", f.value) for f in fora]
     if dynamic == "sweep":
         variants += [(name, "dynamic", cfg) for name, cfg in dynamic_sweep(pipe, steps, calib or [])]
     elif dynamic:
-        variants += [(name, "dynamic", make()) for name, make in DYNAMIC.items()]
-    from .forecast import MixedScheduleConfig
+        variants += [(r.name, "dynamic", r.value) for r in (dc.resolve_spec(b.spec) for b in dc.DEFAULT_BASELINES)]
+    return variants
 
-    def front_variants(rows: list[dict[str, Any]]) -> list[tuple[str, str, Any]]:
-        chosen = select_front(front, rows, front_max)
-        return [(s.name, "front", MixedScheduleConfig(s, order=int(s.metadata.get("forecast_order", 1)))
-                 if s.metadata.get("forecast_cells") else s) for s in chosen]
 
+def _evaluate(pipe: Any, prompts: list[str], seeds: list[int], steps: int, scorer, rows: list[dict[str, Any]],
+              ref: dict[str, torch.Tensor], name: str, kind: str, spec: Any) -> None:
+    """Generate under `spec` and append its row (the first variant evaluated is the reference)."""
+    try:
+        lat, speedup = generate(pipe, prompts, seeds, steps, spec)
+    except Exception as e:  # a dynamic backend that needs a profile or does not support this model
+        rows.append({"variant": name, "kind": kind, "skipped": f"{type(e).__name__}: {e}"})
+        return
+    img = decode(pipe, lat)
+    ref.setdefault("lat", lat)
+    ref.setdefault("img", img)
+    row = {"variant": name, "kind": kind, "macs_speedup": speedup,
+           "latent_mse": float(latent_mse(lat, ref["lat"]).mean()), "psnr_db": _psnr(img, ref["img"]),
+           "latent_psnr_db": float("inf") if bool((lat == ref["lat"]).all())
+           else float(latent_psnr(lat, ref["lat"]).mean())}
+    if scorer is not None:
+        row.update(scorer(lat))
+    rows.append(row)
+
+
+def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool | str = True,
+             pipe: Any = None, shapes: bool | None = None, calib: list[str] | None = None,
+             progress: bool = False, front_max: int | None = None) -> dict[str, Any]:
+    """Evaluate the run's front and the baselines; returns rows and verdicts.
+
+    ``dynamic``: False (none), True/"defaults" (each dynamic backend at its defaults, `dit_cache.DEFAULT_BASELINES`)
+    or "sweep" (the operating points of `dit_cache.baselines`; `calib` prompts fit the TeaCache/ERTACache profiles).
+    ``front_max``: evaluate about this many front schedules (None = all), chosen after the baselines ran
+    (`select_front`): for each baseline the lowest-error front point at >= its MACs speedup, then points
+    evenly spread over the front up to `front_max` in total.
+    """
     from tqdm.auto import tqdm
 
+    front = _load_front(run)
+    steps = front[0].steps
+    pipe = pipe if pipe is not None else dc.load_pipeline(model).pipe
+    scorer = _adherence_scorer(pipe, prompts, shapes)
+    variants = baseline_variants(pipe, steps, dynamic, calib)
     rows: list[dict[str, Any]] = []
     ref: dict[str, torch.Tensor] = {}
-
-    def evaluate(name: str, kind: str, spec: Any) -> None:
-        try:
-            lat, speedup = generate(pipe, prompts, seeds, steps, spec)
-        except Exception as e:  # a dynamic backend that needs a profile or does not support this model
-            rows.append({"variant": name, "kind": kind, "skipped": f"{type(e).__name__}: {e}"})
-            return
-        img = decode(pipe, lat)
-        ref.setdefault("lat", lat)
-        ref.setdefault("img", img)
-        row = {"variant": name, "kind": kind, "macs_speedup": speedup,
-               "latent_mse": float(latent_mse(lat, ref["lat"]).mean()), "psnr_db": _psnr(img, ref["img"]),
-               "latent_psnr_db": float("inf") if bool((lat == ref["lat"]).all())
-               else float(latent_psnr(lat, ref["lat"]).mean())}
-        if scorer is not None:
-            row.update(scorer(lat))
-        rows.append(row)
-
     with torch.inference_mode(), tqdm(total=len(variants), desc="validate", unit="variant", disable=not progress) as bar:
         for v in variants:  # uncached first: it is the reference
-            evaluate(*v)
+            _evaluate(pipe, prompts, seeds, steps, scorer, rows, ref, *v)
             bar.update()
-        chosen = front_variants(rows)  # the front points the baselines call for
+        chosen = [(s.name, "front", s) for s in select_front(front, rows, front_max)]  # the points the baselines call for
         bar.total += len(chosen)
         for v in chosen:
-            evaluate(*v)
+            _evaluate(pipe, prompts, seeds, steps, scorer, rows, ref, *v)
             bar.update()
     return {"front_total": len(front), "run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
             "rows": rows, "verdicts": verdicts(rows)}
@@ -360,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.validate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a `dit-cache search` output folder (reads RUN/front/*.json)")
-    p.add_argument("--model", default="tiny", help="the model the run searched (default tiny)")
+    p.add_argument("--model", default="tiny", help="the model the run searched: tiny (default), "
+                   "random-tiny[:pixart[:LAYERS]], a PixArt pipeline folder or hub id")
     p.add_argument("--prompts", default=None, help="prompts file (default: held-out shapes captions)")
     p.add_argument("--num-prompts", type=int, default=64, help="number of prompts (default 64)")
     p.add_argument("--seed", type=int, default=10_000, help="first noise seed (default 10000, unlike the search's)")

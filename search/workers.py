@@ -44,10 +44,10 @@ class EvalSpec:
 
 
 def load_model(model: str, device: str = "cpu") -> Any:
-    """'tiny' = the embedded trained model; 'random-tiny[:LAYERS]' = random-weight PixArt; else a folder or hub id."""
-    from dit_cache.zoo import load_model as load
+    """The pipeline a `--model` spec names (`dit_cache.load_pipeline`: tiny, random-tiny[:FAMILY[:LAYERS]], ...)."""
+    from dit_cache.resolve import load_pipeline
 
-    return load(model, device)
+    return load_pipeline(model, device).pipe
 
 
 @contextlib.contextmanager
@@ -180,8 +180,25 @@ class AcceleratePool(Pool):
 _WORKER: Evaluator | None = None
 
 
+def _exit_with_parent(poll_s: float = 1.0) -> None:
+    """Exit this worker process when its parent dies (a killed search must not leave workers behind)."""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:  # re-parented: the search process is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="dit-cache-parent-watch", daemon=True).start()
+
+
 def _init_worker(spec: EvalSpec, counter: Any) -> None:
     global _WORKER
+    _exit_with_parent()
     torch.set_num_threads(spec.threads)
     with counter.get_lock():
         rank = counter.value

@@ -101,9 +101,8 @@ def test_demo_plumbing_on_random_tiny(tmp_path, capsys):
 
 def test_demo_runs_extra_schedule_files_and_rejects_mismatches(tmp_path, capsys):
     import dit_cache as dc
-    from dit_cache.zoo import load_model
 
-    space = dc.space_of(load_model("random-tiny").transformer)
+    space = dc.space_of(dc.load_pipeline("random-tiny").pipe.transformer)
     good = dc.cache_component(space, 4, "ff", 2).save(tmp_path / "ff2.json")
     out = tmp_path / "demo"
     assert main(["demo", "--model", "random-tiny", "--out", str(out), "--steps", "4", "--repeats", "1",

@@ -16,7 +16,7 @@ import torch
 
 import dit_cache as dc
 from dit_cache.cli import main
-from eval.generate import call_kwargs, load_pipeline, load_sample
+from eval.generate import load_sample
 
 from .conftest import ROOT
 
@@ -29,8 +29,8 @@ ROW_KEYS = {"variant", "compute_fraction", "macs_per_image", "macs_speedup", "wa
 def e2e(tmp_path_factory):
     """One full run: uncached + fora:2 + a compute-all schedule file + a cache-ff schedule file, every metric."""
     tmp = tmp_path_factory.mktemp("eval")
-    pipe = load_pipeline("random-tiny")
-    space = dc.space_of(pipe.transformer)
+    model = dc.load_pipeline("random-tiny")
+    space = dc.space_of(model.pipe.transformer)
     dc.compute_all(space, 4).save(tmp / "all.json")
     dc.cache_component(space, 4, "ff", 2).save(tmp / "ff2.json")
     out = tmp / "report"
@@ -38,7 +38,7 @@ def e2e(tmp_path_factory):
             "--metrics", "fidelity,latency,fid,clip", "--fid-features", "pixels", "--clip-model", "ViT-S-32",
             "--clip-pretrained", "none", "--repeats", "2", "--batch-size", "2", "--out", str(out)]
     assert main(argv) == 0
-    return out, argv, pipe
+    return out, argv, model
 
 
 def test_report_files_and_keys(e2e):
@@ -78,12 +78,12 @@ def test_report_numbers(e2e):
 
 
 def test_uncached_images_match_a_plain_pipeline_call(e2e):
-    out, _, pipe = e2e
+    out, _, model = e2e
     from eval.generate import _run_pipe
 
     samples = json.loads((out / "report.json").read_text())["samples"][4:6]  # the third batch of 2
-    kwargs = call_kwargs(pipe, "random-tiny", 4)
-    images, latents = _run_pipe(pipe, [s["prompt"] for s in samples], [s["seed"] for s in samples], kwargs)
+    kwargs = model.call_kwargs(4)
+    images, latents = _run_pipe(model.pipe, [s["prompt"] for s in samples], [s["seed"] for s in samples], kwargs)
     for j, s in enumerate(samples):
         img, lat = load_sample(out, "uncached", s["stem"])
         assert torch.equal(lat, latents[j])
@@ -170,7 +170,7 @@ def test_clear_errors(extra, message, tmp_path, capsys, monkeypatch):
 
 
 def test_schedule_with_other_step_count_needs_resample(tmp_path, capsys):
-    pipe = load_pipeline("random-tiny")
+    pipe = dc.load_pipeline("random-tiny").pipe
     dc.fora(dc.space_of(pipe.transformer), 8, 2).save(tmp_path / "f8.json")
     assert main([*BASE, "--schedules", str(tmp_path / "f8.json"), "--metrics", "fidelity", "--out", str(tmp_path / "o")]) == 2
     assert "has 8 steps but --steps is 4; pass --steps 8 or --resample" in capsys.readouterr().err
@@ -206,8 +206,7 @@ def test_shapes_model_metrics_path(tmp_path, monkeypatch):
 
     if not WEIGHTS.is_file():
         pytest.skip("shapes scorer weights missing")
-    monkeypatch.setattr(cli, "load_pipeline", lambda model, device, dtype: load_pipeline("random-tiny"))
-    monkeypatch.setattr(cli, "call_kwargs", lambda pipe, model, *a: call_kwargs(pipe, "random-tiny", *a))
+    monkeypatch.setattr(cli, "load_pipeline", lambda model, device, dtype: dc.load_pipeline("random-tiny"))
     out = tmp_path / "r"
     assert main(["eval", "--model", "tiny", "--steps", "3", "--num-prompts", "4", "--schedules", "fora:2",
                  "--metrics", "fid,adherence", "--quiet", "--out", str(out)]) == 0

@@ -297,13 +297,75 @@ def test_determinism_for_a_seed(pipe, baseline, tmp_path):
     assert [{k: v for k, v in h.items() if k != "wall_s"} for h in again["history"]] == strip
 
 
+# The search CLI in a subprocess that SIGKILLs itself right after writing a generation's checkpoint (the test
+# wraps Search._save; nothing in the shipped code knows about it). It writes its worker pids first.
+_KILLER = """
+import json, os, signal, sys
+from search import cli, nsga
+after, pids = int(sys.argv[1]), sys.argv[2]
+orig = nsga.Search._save
+def save(self, pop):
+    orig(self, pop)
+    if self.state.generation == after:
+        exe = getattr(self.pool, "exe", None)
+        with open(pids, "w") as f:
+            json.dump(list(getattr(exe, "_processes", None) or {}), f)
+        os.kill(os.getpid(), signal.SIGKILL)
+nsga.Search._save = save
+sys.exit(cli.main(sys.argv[3:]))
+"""
+
+
+def _killed_search(pf: Path, out: Path, after_generation: int, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-c", _KILLER, str(after_generation), str(out.parent / f"{out.name}.pids"),
+           "--model", "random-tiny", "--prompts", str(pf), "--population", "8", "--generations", "3",
+           "--steps", str(STEPS), "--seed", "3", "--batch-size", "2", "--out", str(out), "--quiet", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=180)
+
+
+def test_workers_exit_when_the_search_is_killed(baseline, tmp_path):
+    """SIGKILL of the main search process: its worker processes exit too (they used to live on, ~0.9 GB each)."""
+    import time
+
+    _, pf, _ = baseline
+    proc = _killed_search(pf, tmp_path / "wk", 0, "--workers", "2")
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    pids = json.loads((tmp_path / "wk.pids").read_text())
+    assert len(pids) == 2
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(p) for p in pids)
+
+
+def test_resume_refuses_changed_prompts_and_two_runs_share_no_out(pipe, prompts_file, tmp_path):
+    out = tmp_path / "r"
+    _run(pipe, _cfg(prompts_file, generations=1), out)
+    prompts_file.write_text("\n".join(["a yellow star", *PROMPTS[1:]]) + "\n")  # same path, other content
+    with pytest.raises(SearchError, match=r"calibration prompts .* differ .*the file changed"):
+        _run(pipe, _cfg(prompts_file, generations=2), out, resume=True)
+    first = Search(_cfg(prompts_file), tmp_path / "busy", pipe=pipe)
+    try:
+        with pytest.raises(SearchError, match=r"another run is writing into .*busy"):
+            Search(_cfg(prompts_file), tmp_path / "busy", pipe=pipe)
+    finally:
+        first.close()
+    Search(_cfg(prompts_file), tmp_path / "busy", pipe=pipe).close()  # free again after close()
+
+
 def test_resume_after_sigkill_equals_uninterrupted(pipe, baseline, tmp_path):
     summary, pf, _ = baseline
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "search", "--model", "random-tiny", "--prompts", str(pf), "--population", "8",
-           "--generations", "3", "--steps", str(STEPS), "--seed", "3", "--batch-size", "2", "--out", str(out), "--quiet"]
-    env = {**os.environ, "DIT_CACHE_SEARCH_TEST_KILL_AFTER_GEN": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    proc = _killed_search(pf, out, after_generation=1)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     ckpt = json.loads((out / "checkpoint.json").read_text())
     assert ckpt["generation"] == 1 and not (out / "history.json").exists()
@@ -432,7 +494,7 @@ def test_calibration_prompt_sets():
     general = read_prompts(ROOT / "calib_prompts" / "general_100.txt")
     assert len(general) == len(set(general)) == 100
     shapes = read_prompts(ROOT / "calib_prompts" / "shapes_calib.txt")
-    from dit_cache.zoo.shapes import caption_split, parse_caption
+    from training.shapes import caption_split, parse_caption
 
     assert len(shapes) == len(set(shapes)) >= 32
     assert all(caption_split(p) in ("train", "val") for p in shapes)  # never held-out prompts
@@ -489,7 +551,6 @@ def test_multi_fidelity_skips_dominated_children_and_keeps_the_front_exact(pipe,
 def test_forecast_cells_prefix_sharing_exact_and_order0_equals_reuse(pipe):
     import random
 
-    from search.forecast import MixedScheduleConfig
     from search.genome import as_mixed, random_genome
 
     space = dc.space_of(pipe.transformer)
@@ -506,29 +567,101 @@ def test_forecast_cells_prefix_sharing_exact_and_order0_equals_reuse(pipe):
         assert ev.counts.steps_run < ev.counts.steps_naive
     finally:
         ev.close()
-    sched = lambda x: dc.Schedule(x == 1, space)  # noqa: E731
-    for x, lat in zip(genomes, shared):  # naive: the real pipeline under the mixed backend
-        with dc.accelerate(pipe, MixedScheduleConfig(sched(x), x, order=1)):
+    sched = lambda x, order=1: dc.Schedule.from_cells(x, space, {}, order)  # noqa: E731
+    for x, lat in zip(genomes, shared):  # naive: the real pipeline under the runtime's static backend
+        with dc.accelerate(pipe, sched(x)):
             ref = pipe(**ev.loops[0].call_kwargs()).images
         assert torch.equal(lat, ref)
-        with dc.accelerate(pipe, sched(x)):  # plain reuse in the forecast cells gives another result
+        with dc.accelerate(pipe, dc.Schedule(x == 1, space)):  # plain reuse in the forecast cells gives another result
             assert not torch.equal(pipe(**ev.loops[0].call_kwargs()).images, lat)
-        with dc.accelerate(pipe, MixedScheduleConfig(sched(x), x, order=0)):  # order 0 forecast == reuse
+        with dc.accelerate(pipe, sched(x, 0)):  # order 0 forecast == reuse
             zero = pipe(**ev.loops[0].call_kwargs()).images
-        with dc.accelerate(pipe, sched(x)):
+        with dc.accelerate(pipe, dc.Schedule(x == 1, space)):
             assert torch.equal(zero, pipe(**ev.loops[0].call_kwargs()).images)
     assert np.array_equal(decode(encode(genomes[0]), genomes[0].shape), genomes[0])
 
 
-def test_forecast_search_writes_mixed_front(pipe, prompts_file, tmp_path):
-    from search.forecast import MixedScheduleConfig
-
-    summary, s = _run(pipe, _cfg(prompts_file, forecast=True, generations=2), tmp_path / "fc")
+@pytest.fixture(scope="module")
+def forecast_run(pipe, tmp_path_factory):
+    """A --forecast search (order 2) and its front files with forecast cells."""
+    out = tmp_path_factory.mktemp("fc")
+    pf = out / "prompts.txt"
+    pf.write_text("\n".join(PROMPTS) + "\n")
+    summary, s = _run(pipe, _cfg(pf, forecast=True, forecast_order=2, generations=2, seed=0), out / "run")
     assert any(f["genome"].startswith("m:") for f in s.state.fitness.values())
-    mixed = [r for r in summary["front"] if "forecast_cells" in json.loads((tmp_path / "fc" / r["file"]).read_text())["metadata"]]
-    assert mixed, "forecast search writes forecast cells into front metadata"
-    cfg = MixedScheduleConfig.load(tmp_path / "fc" / mixed[-1]["file"])
-    assert (cfg.genome == 2).any() or (cfg.genome == 1).all()
+    files = [out / "run" / r["file"] for r in summary["front"]]
+    mixed = [f for f in files if "f" in "".join(c for step in json.loads(f.read_text())["compute"] for c in step)]
+    assert mixed, "a forecast search writes forecast ('f') cells into its front files"
+    return out, pf, mixed
+
+
+def _latents_under(pipe, path, prompts, seeds):
+    """Final latents of `prompts` (one seed each) with the schedule file installed by `dc.accelerate`, and MACs/image."""
+    from search.loop import PixArtLoop
+
+    loop = PixArtLoop(pipe, prompts, seeds, STEPS)
+    with dc.accelerate(pipe, str(path)) as h:
+        lat = pipe(**loop.call_kwargs()).images
+        macs = h.stats.macs()["executed"] / len(prompts)
+    return lat, macs
+
+
+def test_forecast_front_file_runs_as_the_search_measured_it(pipe, forecast_run):
+    """A --forecast front file through `dc.accelerate(pipe, path)` gives exactly the search's quality and MACs."""
+    from search.loop import PixArtLoop
+    from search.objectives import make_objective
+
+    _, _, mixed = forecast_run
+    seeds = list(range(len(PROMPTS)))  # --seed 0: the search's per-prompt seeds are 0..N-1
+    ref = pipe(**PixArtLoop(pipe, PROMPTS, seeds, STEPS).call_kwargs()).images
+    objective = make_objective("fidelity", pipe, PROMPTS)
+    differs = []
+    for path in mixed:
+        meta = json.loads(path.read_text())
+        assert meta["schema_version"] == 2 and meta["forecast_order"] == 2 and "forecast_cells" not in meta["metadata"]
+        lat, macs = _latents_under(pipe, path, PROMPTS, seeds)
+        assert objective(lat, ref)["quality"] == meta["metadata"]["objectives"]["quality_loss"]
+        assert macs == meta["metadata"]["macs"]
+        plain = dc.Schedule.load(path)
+        with dc.accelerate(pipe, dc.Schedule(plain.compute, plain.space)):  # the same cells run as plain reuse
+            differs.append(not torch.equal(pipe(**PixArtLoop(pipe, PROMPTS, seeds, STEPS).call_kwargs()).images, lat))
+    assert any(differs)  # (a forecast cell with a single computed output before it forecasts exactly its reuse value)
+
+
+def test_old_format_forecast_front_is_migrated_with_identical_numbers(pipe, forecast_run, tmp_path):
+    """Schema-1 front files of the old --forecast search (cells in metadata['forecast_cells']) run unchanged."""
+    _, _, mixed = forecast_run
+    new = json.loads(mixed[0].read_text())
+    cells = [["".join("1" if ch == "f" else "0" for ch in blk) for blk in step] for step in new["compute"]]
+    old = {**new, "schema_version": 1, "compute": [[blk.replace("f", "0") for blk in step] for step in new["compute"]],
+           "metadata": {**new["metadata"], "forecast_cells": cells, "forecast_order": 2}}
+    del old["forecast_order"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    migrated = dc.Schedule.load(path)
+    assert migrated.forecast_order == 2 and np.array_equal(migrated.cells, dc.Schedule.load(mixed[0]).cells)
+    seeds = list(range(len(PROMPTS)))
+    lat_old, macs_old = _latents_under(pipe, path, PROMPTS, seeds)
+    lat_new, macs_new = _latents_under(pipe, mixed[0], PROMPTS, seeds)
+    assert torch.equal(lat_old, lat_new) and macs_old == macs_new == new["metadata"]["macs"]
+    for bad, match in [({"forecast_cells": cells[:-1]}, "does not match the schedule"),
+                       ({"forecast_cells": [["1" * len(b) for b in step] for step in cells]}, "marks computed cells"),
+                       ({"forecast_order": -1}, "forecast_order"), ({"forecast_order": "2"}, "forecast_order")]:
+        path.write_text(json.dumps({**old, "metadata": {**old["metadata"], **bad}}))
+        with pytest.raises(dc.ScheduleError, match=match):
+            dc.accelerate(pipe, str(path))
+    path.write_text(json.dumps({**new, "metadata": {**new["metadata"], "forecast_cells": cells}}))
+    with pytest.raises(dc.ScheduleError, match="schema_version 2 files mark forecast cells with 'f'"):
+        dc.Schedule.load(path)
+
+
+def test_forecast_seed_must_match_the_search_encoding(pipe, prompts_file, tmp_path):
+    space = dc.space_of(pipe.transformer)
+    f = dc.fora(space, STEPS, 3).with_forecast().save(tmp_path / "f.json")
+    with pytest.raises(SearchError, match="has forecast cells: search with --forecast"):
+        Search(_cfg(prompts_file, init=[str(f)]), tmp_path / "a", pipe=pipe)
+    with pytest.raises(SearchError, match="order 1 but the search runs --forecast-order 2"):
+        Search(_cfg(prompts_file, init=[str(f)], forecast=True, forecast_order=2), tmp_path / "b", pipe=pipe)
 
 
 def test_adherence_objective_and_validation_on_the_embedded_model(tmp_path):

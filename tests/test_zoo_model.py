@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dit_cache import zoo
-from dit_cache.zoo import shapes as S
+from training import shapes as S
 
 
 @pytest.fixture(scope="module")

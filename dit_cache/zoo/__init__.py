@@ -2,54 +2,55 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from diffusers import PixArtAlphaPipeline
 
+__all__ = ["CALL_KWARGS", "DEFAULT_MODEL", "ZOO_DIR", "ShapesPixArtPipeline", "load"]
+
 DEFAULT_MODEL = "tiny-pixart-shapes"
 ZOO_DIR = Path(__file__).parent
 # Keyword arguments for calling the shipped 32x32 pipeline (no aspect-ratio binning, no bs4 caption cleaning).
+# Optional: `load()` returns a pipeline that uses them by default; passing them gives identical images.
 CALL_KWARGS = {"num_inference_steps": 20, "guidance_scale": 4.5, "use_resolution_binning": False, "clean_caption": False}
+_PIXART_CALL = inspect.signature(PixArtAlphaPipeline.__call__)
 
 
-def load(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32) -> PixArtAlphaPipeline:
-    """Load a shipped pipeline offline (32x32 images: call it with `**CALL_KWARGS`)."""
+class ShapesPixArtPipeline(PixArtAlphaPipeline):
+    """`PixArtAlphaPipeline` whose call defaults fit the shipped 32x32 model: ``pipe(prompt)`` just works.
+
+    Defaults (`CALL_DEFAULTS`): 20 steps, guidance 4.5, 32x32, no resolution binning (it only knows sample
+    sizes 32/64/128 of the big models), no caption cleaning (needs bs4/ftfy). Explicit arguments win. Saved
+    folders name `PixArtAlphaPipeline`, so plain diffusers loads them too."""
+
+    CALL_DEFAULTS: ClassVar[dict[str, Any]] = {**CALL_KWARGS, "height": 32, "width": 32}
+
+    @functools.wraps(PixArtAlphaPipeline.__call__)
+    def __call__(self, *args, **kwargs):
+        positional = list(_PIXART_CALL.parameters)[1:1 + len(args)]
+        for key, value in self.CALL_DEFAULTS.items():
+            if key not in kwargs and key not in positional:
+                kwargs[key] = value
+        return super().__call__(*args, **kwargs)
+
+    def to_json_string(self) -> str:
+        data = json.loads(super().to_json_string())
+        data["_class_name"] = PixArtAlphaPipeline.__name__
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def load(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: torch.dtype = torch.float32) -> ShapesPixArtPipeline:
+    """Load a shipped pipeline (or a folder of one) offline; ``pipe(prompt)`` makes 32x32 images.
+
+    Every `--model` value (tiny, random-tiny, folders, hub ids) goes through `dit_cache.load_pipeline`."""
     path = Path(name) if Path(name).is_dir() else ZOO_DIR / name
     if not (path / "model_index.json").exists():
         raise FileNotFoundError(f"no zoo model {name!r} at {path}")
-    pipe = PixArtAlphaPipeline.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+    pipe = ShapesPixArtPipeline.from_pretrained(str(path), dtype=dtype, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
-
-
-def load_model(model: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> Any:
-    """What every `--model` option accepts: 'tiny' (the embedded trained model), 'random-tiny[:LAYERS]'
-    (random-weight PixArt, plumbing only), or a local pipeline folder / hub id (offline: the local cache)."""
-    if model == "tiny":
-        try:
-            return load(device=device, dtype=dtype)
-        except FileNotFoundError as e:
-            raise RuntimeError(f"the embedded model is not installed ({e}); use --model random-tiny for a "
-                               "random-weight PixArt (plumbing only) or pass a local pipeline folder") from None
-    if model == "random-tiny" or model.startswith("random-tiny:"):
-        from diffusers.utils import logging as dlog
-
-        from .tiny_random import build_tiny_pipeline
-
-        dlog.get_logger("diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha").setLevel("ERROR")  # T5 truncation
-        layers = int(model.split(":", 1)[1]) if ":" in model else None
-        pipe = build_tiny_pipeline("pixart", num_layers=layers)
-    else:
-        from diffusers import DiffusionPipeline
-
-        try:
-            pipe = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype)
-        except Exception as e:  # hub client errors vary offline
-            raise RuntimeError(f"could not load {model!r} ({type(e).__name__}: {str(e)[:300]}); pass a local "
-                               "pipeline folder, a hub id that is in the local cache, 'tiny' or 'random-tiny'") from None
-    pipe.set_progress_bar_config(disable=True)
-    if torch.device(device).type != "cpu" or dtype != torch.float32:
-        pipe = pipe.to(device=device, dtype=dtype)
-    return pipe

@@ -36,7 +36,8 @@ from transformers import (
     UMT5EncoderModel,
 )
 
-__all__ = ["FAMILIES", "build_midsize_pixart_transformer", "build_tiny_pipeline", "tiny_call_kwargs"]
+__all__ = ["DEFAULT_LAYERS", "FAMILIES", "build_midsize_pixart_transformer", "build_tiny_pipeline", "tiny_call_defaults",
+           "tiny_call_kwargs"]
 
 FAMILIES = ("pixart", "dit", "flux", "sd3", "wan")
 
@@ -49,7 +50,7 @@ TEXT_SEQ_LEN = 32  # max_sequence_length passed to the pipelines (char-level T5/
 CLIP_MAX_LEN = 77  # Flux/SD3 always pad CLIP prompts to tokenizer.model_max_length
 VOCAB_SIZE = 128  # covers every tiny tokenizer below (asserted at build time)
 _CHARS = string.ascii_letters + string.digits + ".,!?'-"
-_DEFAULT_LAYERS = {"pixart": 4, "dit": 4, "flux": 2, "sd3": 2, "wan": 2}
+DEFAULT_LAYERS = {"pixart": 4, "dit": 4, "flux": 2, "sd3": 2, "wan": 2}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -234,28 +235,20 @@ def build_tiny_pipeline(family: str, seed: int = 0, num_layers: int | None = Non
     for flux it is the number of double-stream blocks, and the 2 single-stream blocks are kept.
     """
     _check_family(family)
-    layers = _DEFAULT_LAYERS[family] if num_layers is None else num_layers
+    layers = DEFAULT_LAYERS[family] if num_layers is None else num_layers
     if layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {layers}")
     return _BUILDERS[family](seed, layers)
 
 
-def tiny_call_kwargs(
-    family: str, num_inference_steps: int = 20, seed: int = 0, output_type: str | None = None
-) -> dict[str, Any]:
-    """Call kwargs for the tiny pipeline of `family`, with classifier-free guidance on.
-
-    `output_type` defaults to "latent" ("np" for dit, whose pipeline always decodes).
-    """
+def tiny_call_defaults(family: str, num_inference_steps: int = 20) -> dict[str, Any]:
+    """Keyword arguments of every call of the tiny pipeline of `family` (no prompt, generator or output type),
+    with classifier-free guidance on. `dit_cache.load_pipeline("random-tiny:FAMILY")` uses these."""
     _check_family(family)
-    kwargs: dict[str, Any] = {
-        "num_inference_steps": num_inference_steps,
-        "generator": torch.Generator("cpu").manual_seed(seed),
-        "output_type": output_type or ("np" if family == "dit" else "latent"),
-    }
+    kwargs: dict[str, Any] = {"num_inference_steps": num_inference_steps}
     if family == "dit":
-        return {**kwargs, "class_labels": [1], "guidance_scale": 4.0}
-    text = {"prompt": PROMPT, "max_sequence_length": TEXT_SEQ_LEN}
+        return {**kwargs, "guidance_scale": 4.0}
+    kwargs["max_sequence_length"] = TEXT_SEQ_LEN
     if family == "pixart":
         # Resolution binning only knows sample sizes 32/64/128; caption cleaning needs bs4+ftfy.
         extra = {"height": 16, "width": 16, "guidance_scale": 4.5, "use_resolution_binning": False,
@@ -269,7 +262,20 @@ def tiny_call_kwargs(
     else:  # wan: num_frames must be 4k+1; height/width multiples of 16
         extra = {"height": 32, "width": 32, "num_frames": 5, "guidance_scale": 5.0,
                  "negative_prompt": NEGATIVE_PROMPT}
-    return {**kwargs, **text, **extra}
+    return {**kwargs, **extra}
+
+
+def tiny_call_kwargs(
+    family: str, num_inference_steps: int = 20, seed: int = 0, output_type: str | None = None
+) -> dict[str, Any]:
+    """Full call kwargs for the tiny pipeline of `family`: `tiny_call_defaults` + a fixed prompt (class 1 for
+    dit), a seeded generator and `output_type` (default "latent"; "np" for dit, whose pipeline always decodes)."""
+    kwargs = {
+        **tiny_call_defaults(family, num_inference_steps),
+        "generator": torch.Generator("cpu").manual_seed(seed),
+        "output_type": output_type or ("np" if family == "dit" else "latent"),
+    }
+    return {**kwargs, "class_labels": [1]} if family == "dit" else {**kwargs, "prompt": PROMPT}
 
 
 def build_midsize_pixart_transformer(seed: int = 0) -> PixArtTransformer2DModel:
