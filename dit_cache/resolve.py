@@ -191,6 +191,19 @@ def _generic_defaults(pipe: Any) -> dict[str, Any]:
     return kw
 
 
+def call_defaults(spec: str | ModelSpec, pipe: Any) -> dict[str, Any]:
+    """The call defaults of the model `spec` names, for its already loaded pipeline `pipe` (what
+    `load_pipeline(spec).call_defaults` gives, without loading again)."""
+    ms = parse_model_spec(spec)
+    if ms.kind == "tiny" or ms.shapes:
+        return dict(getattr(pipe, "CALL_DEFAULTS", None) or _generic_defaults(pipe))
+    if ms.kind == RANDOM_TINY:
+        from .zoo.tiny_random import tiny_call_defaults
+
+        return tiny_call_defaults(ms.family)
+    return _generic_defaults(pipe)
+
+
 def _load(ms: ModelSpec, device: str, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
     if ms.kind == "tiny" or ms.shapes:
         from . import zoo

@@ -68,6 +68,7 @@ class Evaluator:
     forecast_order: int | None = None  # mixed genomes (reuse / compute / forecast cells) when set
     spill_dir: str | None = None  # evicted prefix states are written here (None: dropped)
     spill_bytes: int = 0  # disk budget of spilled states
+    call_defaults: dict[str, Any] | None = None  # guidance, text length and size of the model's `pipe(...)` calls
     counts: EvalCounts = field(default_factory=EvalCounts)
 
     def __post_init__(self) -> None:
@@ -75,7 +76,8 @@ class Evaluator:
             raise ValueError("no prompts to evaluate on")
         self.space = dc.space_of(self.pipe.transformer)
         bs = max(1, self.batch_size)
-        self.loops = [PixArtLoop(self.pipe, self.prompts[i:i + bs], self.seeds[i:i + bs], self.steps)
+        self.loops = [PixArtLoop.from_call_defaults(self.pipe, self.prompts[i:i + bs], self.seeds[i:i + bs], self.steps,
+                                                    self.call_defaults or {})
                       for i in range(0, len(self.prompts), bs)]
         # one static backend whose plan is swapped per candidate; it keeps every computed output (and, for
         # mixed genomes, every cell's Taylor factors), so a stored state fits every candidate with its prefix

@@ -38,8 +38,17 @@ def pipeline_size(pipe: Any) -> tuple[int, int]:
 class PixArtLoop:
     """Denoise a fixed batch of prompts (one seed each) step by step with a PixArt pipeline."""
 
+    @classmethod
+    def from_call_defaults(cls, pipe: Any, prompts: list[str], seeds: list[int], steps: int,
+                           defaults: dict[str, Any]) -> PixArtLoop:
+        """The loop of `pipe(prompts, **defaults)` (guidance scale, text length, height / width from `defaults`)."""
+        size = (defaults["height"], defaults["width"]) if "height" in defaults and "width" in defaults else None
+        return cls(pipe, prompts, seeds, steps, defaults.get("guidance_scale", GUIDANCE_SCALE),
+                   defaults.get("max_sequence_length"), size)
+
     def __init__(self, pipe: Any, prompts: list[str], seeds: list[int], steps: int,
-                 guidance_scale: float = GUIDANCE_SCALE, max_sequence_length: int | None = None) -> None:
+                 guidance_scale: float = GUIDANCE_SCALE, max_sequence_length: int | None = None,
+                 size: tuple[int, int] | None = None) -> None:
         if "PixArt" not in type(pipe).__name__:
             raise ValueError(
                 f"search runs its own denoising loop for PixArt pipelines; got {type(pipe).__name__}. "
@@ -63,7 +72,7 @@ class PixArtLoop:
         if self.cfg:
             pe, pm = torch.cat([npe, pe], 0), torch.cat([npm, pm], 0)  # (2B, T, D), (2B, T)
         self.prompt_embeds, self.prompt_mask = pe, pm
-        self.height, self.width = pipeline_size(pipe)
+        self.height, self.width = size or pipeline_size(pipe)
         sd = pipe.transformer.config.sample_size
         self.added_cond_kwargs: dict[str, Any] = {"resolution": None, "aspect_ratio": None}
         if sd == 128 and not self.sigma:  # PixArt-α 1024 px micro-conditions (Σ passes None)

@@ -86,6 +86,7 @@ class Search:
         self.prompts = read_prompts(config.prompts, config.num_prompts)
         self.seeds = [config.seed * 100_003 + i for i in range(len(self.prompts))]  # one fixed noise seed per prompt
         self.pipe = pipe if pipe is not None else load_model(config.model)
+        self.call_defaults = dc.resolve.call_defaults(config.model, self.pipe)  # as `pipe(...)` and `dit-cache eval`
         self.space = dc.space_of(self.pipe.transformer)
         self.shape = (config.steps, *self.space.shape)
         self.mask = G.evolvable(self.space, config.steps)
@@ -106,13 +107,14 @@ class Search:
                         config.memory_budget_mb << 20, config.prefix_sharing,
                         forecast_order=config.forecast_order if config.forecast else None,
                         spill_dir=str(self.spill_dir) if config.spill_mb > 0 else None,
-                        spill_bytes=config.spill_mb << 20)
+                        spill_bytes=config.spill_mb << 20, call_defaults=self.call_defaults)
         self.pool = make_pool(spec, config.workers, config.backend, pipe=self.pipe)
         self.is_main = getattr(self.pool, "is_main", True)  # accelerate: every process runs the same search
         from .evaluator import Evaluator
 
         self._cost_ev = self.pool.ev if hasattr(self.pool, "ev") else Evaluator(
-            self.pipe, self.prompts[:1], self.seeds[:1], config.steps, prefix_sharing=False)
+            self.pipe, self.prompts[:1], self.seeds[:1], config.steps, prefix_sharing=False,
+            call_defaults=self.call_defaults)
         self.full_macs = self._cost_ev.macs(dc.compute_all(self.space, config.steps))
         self.state = SearchState()
         self.rng = random.Random(config.seed)

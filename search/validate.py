@@ -36,20 +36,29 @@ from .loop import GUIDANCE_SCALE, pipeline_size
 from .objectives import ATTRIBUTES, decode, latent_mse, latent_psnr
 
 
-def _profile_calls(pipe: Any, steps: int, calib: list[str], seed: int) -> list[dict[str, Any]]:
-    """Uncached calls on the calibration prompts, generated as `generate` does (the search's settings)."""
+def call_kwargs(pipe: Any, steps: int, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Pipeline call arguments of a search / validation generation: the model's call defaults (`defaults`, from
+    `dit_cache.resolve.call_defaults`; else PixArt's at the native size) at `steps`, latent output."""
     h, w = pipeline_size(pipe)
-    return [{"prompt": p, "num_inference_steps": steps, "guidance_scale": GUIDANCE_SCALE, "output_type": "latent",
-             "height": h, "width": w, "use_resolution_binning": False, "clean_caption": False,
-             "generator": torch.Generator("cpu").manual_seed(seed + i)} for i, p in enumerate(calib)]
+    base = {"guidance_scale": GUIDANCE_SCALE, "height": h, "width": w, "use_resolution_binning": False,
+            "clean_caption": False}
+    return {**base, **(defaults or {}), "num_inference_steps": steps, "output_type": "latent"}
 
 
-def baseline_profiles(pipe: Any, steps: int, calib: list[str], seed: int = 1000) -> dict[str, Any]:
+def _profile_calls(pipe: Any, steps: int, calib: list[str], seed: int,
+                   defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Uncached calls on the calibration prompts, generated as `generate` does (the search's settings)."""
+    kw = call_kwargs(pipe, steps, defaults)
+    return [{**kw, "prompt": p, "generator": torch.Generator("cpu").manual_seed(seed + i)} for i, p in enumerate(calib)]
+
+
+def baseline_profiles(pipe: Any, steps: int, calib: list[str], seed: int = 1000,
+                      defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """The profiles `dit_cache.baselines` names, fitted on `calib`: ``calib`` (TeaCache), ``reuseK`` (ERTACache)."""
     from dit_cache.backends.erta_profile import profile_erta
     from dit_cache.backends.teacache import calibrate_teacache
 
-    calls = _profile_calls(pipe, steps, calib, seed)
+    calls = _profile_calls(pipe, steps, calib, seed, defaults)
     profiles: dict[str, Any] = {"calib": calibrate_teacache(pipe, calls)}
     errors = None  # per-step reuse errors: measured once, shared by every reuse budget
     for k, m in erta_reuse_points(steps).items():
@@ -58,12 +67,13 @@ def baseline_profiles(pipe: Any, steps: int, calib: list[str], seed: int = 1000)
     return profiles
 
 
-def dynamic_sweep(pipe: Any, steps: int, calib: list[str], seed: int = 1000) -> list[tuple[str, Any]]:
+def dynamic_sweep(pipe: Any, steps: int, calib: list[str], seed: int = 1000,
+                  defaults: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
     """(name, config) of every dynamic backend at the operating points of `dit_cache.baselines` (~1.3x to ~4x
     MACs speedup; shared with benchmarks/backends.py). TeaCache and ERTACache points need profiles: they are
     fitted on `calib` (calibration prompts, never the held-out ones) and left out without them."""
     space = dc.space_of(pipe.transformer)
-    profiles = baseline_profiles(pipe, steps, calib, seed) if calib else None
+    profiles = baseline_profiles(pipe, steps, calib, seed, defaults) if calib else None
     out = []
     for b in dc.baselines(steps, len(space.block_ids), profiled=bool(calib)):
         if b.backend != "fora":
@@ -80,17 +90,15 @@ def heldout_prompts(n: int, seed: int = 0) -> list[str]:
 
 
 def generate(pipe: Any, prompts: list[str], seeds: list[int], steps: int, spec: Any = None,
-             batch: int = 16) -> tuple[torch.Tensor, float]:
+             batch: int = 16, defaults: dict[str, Any] | None = None) -> tuple[torch.Tensor, float]:
     """(final latents (N, C, h, w), MACs speedup) of `pipe` under `spec` (None = uncached)."""
-    h, w = pipeline_size(pipe)
+    kw = call_kwargs(pipe, steps, defaults)
     handle = dc.accelerate(pipe, spec) if spec is not None else None
     try:
         out = []
         for i in range(0, len(prompts), batch):
             gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i:i + batch]]
-            out.append(pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=GUIDANCE_SCALE,
-                            generator=gens, output_type="latent", height=h, width=w,
-                            use_resolution_binning=False, clean_caption=False).images)
+            out.append(pipe(prompts[i:i + batch], generator=gens, **kw).images)
         speedup = handle.stats.macs()["speedup"] if handle is not None else 1.0
     finally:
         if handle is not None:
@@ -183,7 +191,8 @@ def _adherence_scorer(pipe: Any, prompts: list[str], shapes: bool | None):
     return scorer
 
 
-def baseline_variants(pipe: Any, steps: int, dynamic: bool | str, calib: list[str] | None) -> list[tuple[str, str, Any]]:
+def baseline_variants(pipe: Any, steps: int, dynamic: bool | str, calib: list[str] | None,
+                      defaults: dict[str, Any] | None = None) -> list[tuple[str, str, Any]]:
     """(name, kind, schedule or config): uncached, FORA N=2,3,4, then the dynamic backends (see `validate`)."""
     space = dc.space_of(pipe.transformer)
     fora = [dc.resolve_spec(b.spec, space, steps) for b in dc.baselines(steps, len(space.block_ids), profiled=False)
@@ -191,17 +200,17 @@ def baseline_variants(pipe: Any, steps: int, dynamic: bool | str, calib: list[st
     variants: list[tuple[str, str, Any]] = [("uncached", "baseline", None)]
     variants += [(f.name, "fora", f.value) for f in fora]
     if dynamic == "sweep":
-        variants += [(name, "dynamic", cfg) for name, cfg in dynamic_sweep(pipe, steps, calib or [])]
+        variants += [(name, "dynamic", cfg) for name, cfg in dynamic_sweep(pipe, steps, calib or [], defaults=defaults)]
     elif dynamic:
         variants += [(r.name, "dynamic", r.value) for r in (dc.resolve_spec(b.spec) for b in dc.DEFAULT_BASELINES)]
     return variants
 
 
 def _evaluate(pipe: Any, prompts: list[str], seeds: list[int], steps: int, scorer, rows: list[dict[str, Any]],
-              ref: dict[str, torch.Tensor], name: str, kind: str, spec: Any) -> None:
+              ref: dict[str, torch.Tensor], name: str, kind: str, spec: Any, defaults: dict[str, Any] | None = None) -> None:
     """Generate under `spec` and append its row (the first variant evaluated is the reference)."""
     try:
-        lat, speedup = generate(pipe, prompts, seeds, steps, spec)
+        lat, speedup = generate(pipe, prompts, seeds, steps, spec, defaults=defaults)
     except Exception as e:  # a dynamic backend that needs a profile or does not support this model
         rows.append({"variant": name, "kind": kind, "skipped": f"{type(e).__name__}: {e}"})
         return
@@ -233,18 +242,19 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
     front = _load_front(run)
     steps = front[0].steps
     pipe = pipe if pipe is not None else dc.load_pipeline(model).pipe
+    defaults = dc.resolve.call_defaults(model, pipe)  # the settings the search generated with
     scorer = _adherence_scorer(pipe, prompts, shapes)
-    variants = baseline_variants(pipe, steps, dynamic, calib)
+    variants = baseline_variants(pipe, steps, dynamic, calib, defaults)
     rows: list[dict[str, Any]] = []
     ref: dict[str, torch.Tensor] = {}
     with torch.inference_mode(), tqdm(total=len(variants), desc="validate", unit="variant", disable=not progress) as bar:
         for v in variants:  # uncached first: it is the reference
-            _evaluate(pipe, prompts, seeds, steps, scorer, rows, ref, *v)
+            _evaluate(pipe, prompts, seeds, steps, scorer, rows, ref, *v, defaults=defaults)
             bar.update()
         chosen = [(s.name, "front", s) for s in select_front(front, rows, front_max)]  # the points the baselines call for
         bar.total += len(chosen)
         for v in chosen:
-            _evaluate(pipe, prompts, seeds, steps, scorer, rows, ref, *v)
+            _evaluate(pipe, prompts, seeds, steps, scorer, rows, ref, *v, defaults=defaults)
             bar.update()
     return {"front_total": len(front), "run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
             "rows": rows, "verdicts": verdicts(rows)}

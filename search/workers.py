@@ -41,6 +41,7 @@ class EvalSpec:
     spill_dir: str | None = None  # evicted prefix states go to <spill_dir>/pid<PID>/ (None: dropped)
     spill_bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    call_defaults: dict[str, Any] | None = None  # the model's call defaults (`dit_cache.resolve.call_defaults`)
 
 
 def load_model(model: str, device: str = "cpu") -> Any:
@@ -66,7 +67,7 @@ def _build(spec: EvalSpec, pipe: Any = None) -> Evaluator:
                      budget_bytes=spec.budget_bytes, prefix_sharing=spec.prefix_sharing,
                      forecast_order=spec.forecast_order,
                      spill_dir=f"{spec.spill_dir}/pid{os.getpid()}" if spec.spill_dir else None,
-                     spill_bytes=spec.spill_bytes)
+                     spill_bytes=spec.spill_bytes, call_defaults=spec.call_defaults)
 
 
 def _run(ev: Evaluator, computes: list[np.ndarray], opts: dict[str, Any] | None = None,

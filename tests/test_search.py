@@ -595,11 +595,17 @@ def forecast_run(pipe, tmp_path_factory):
     return out, pf, mixed
 
 
-def _latents_under(pipe, path, prompts, seeds):
-    """Final latents of `prompts` (one seed each) with the schedule file installed by `dc.accelerate`, and MACs/image."""
+def _loop(pipe, prompts, seeds):
+    """The search's loop for `prompts`: the call defaults of --model random-tiny, as `pipe(...)` and eval use."""
     from search.loop import PixArtLoop
 
-    loop = PixArtLoop(pipe, prompts, seeds, STEPS)
+    return PixArtLoop.from_call_defaults(pipe, prompts, seeds, STEPS, dc.resolve.call_defaults("random-tiny", pipe))
+
+
+def _latents_under(pipe, path, prompts, seeds):
+    """Final latents of `prompts` (one seed each) with the schedule file installed by `dc.accelerate`, and MACs/image."""
+
+    loop = _loop(pipe, prompts, seeds)
     with dc.accelerate(pipe, str(path)) as h:
         lat = pipe(**loop.call_kwargs()).images
         macs = h.stats.macs()["executed"] / len(prompts)
@@ -608,12 +614,11 @@ def _latents_under(pipe, path, prompts, seeds):
 
 def test_forecast_front_file_runs_as_the_search_measured_it(pipe, forecast_run):
     """A --forecast front file through `dc.accelerate(pipe, path)` gives exactly the search's quality and MACs."""
-    from search.loop import PixArtLoop
     from search.objectives import make_objective
 
     _, _, mixed = forecast_run
     seeds = list(range(len(PROMPTS)))  # --seed 0: the search's per-prompt seeds are 0..N-1
-    ref = pipe(**PixArtLoop(pipe, PROMPTS, seeds, STEPS).call_kwargs()).images
+    ref = pipe(**_loop(pipe, PROMPTS, seeds).call_kwargs()).images
     objective = make_objective("fidelity", pipe, PROMPTS)
     differs = []
     for path in mixed:
@@ -624,8 +629,33 @@ def test_forecast_front_file_runs_as_the_search_measured_it(pipe, forecast_run):
         assert macs == meta["metadata"]["macs"]
         plain = dc.Schedule.load(path)
         with dc.accelerate(pipe, dc.Schedule(plain.compute, plain.space)):  # the same cells run as plain reuse
-            differs.append(not torch.equal(pipe(**PixArtLoop(pipe, PROMPTS, seeds, STEPS).call_kwargs()).images, lat))
+            differs.append(not torch.equal(pipe(**_loop(pipe, PROMPTS, seeds).call_kwargs()).images, lat))
     assert any(differs)  # (a forecast cell with a single computed output before it forecasts exactly its reuse value)
+
+
+def test_forecast_front_file_through_dit_cache_eval(pipe, forecast_run, tmp_path):
+    """`dit-cache eval --schedules FRONT.json` runs the forecast cells: the search's MACs, and the latents the
+    search scored (so its quality loss, recomputed from eval's samples, is the file's to the bit)."""
+    from dit_cache.cli import main
+    from eval.generate import load_sample
+    from search.objectives import make_objective
+
+    _, pf, mixed = forecast_run
+    objective = make_objective("fidelity", pipe, PROMPTS)
+    for path in mixed[:2]:
+        meta = json.loads(path.read_text())["metadata"]
+        out = tmp_path / path.stem
+        argv = ["eval", "--model", "random-tiny", "--steps", str(STEPS), "--prompts", str(pf), "--num-prompts",
+                str(len(PROMPTS)), "--schedules", str(path), "--metrics", "fidelity", "--batch-size", "2",
+                "--out", str(out), "--quiet"]
+        assert main(argv) == 0
+        report = json.loads((out / "report.json").read_text())
+        row = next(r for r in report["rows"] if r["variant"] == meta["name"])
+        assert row["macs_per_image"] == meta["macs"]
+
+        lat = {v: torch.stack([load_sample(out, v, f"p{i:05d}-s0")[1] for i in range(len(PROMPTS))])
+               for v in (meta["name"], "uncached")}
+        assert objective(lat[meta["name"]], lat["uncached"])["quality"] == meta["objectives"]["quality_loss"]
 
 
 def test_old_format_forecast_front_is_migrated_with_identical_numbers(pipe, forecast_run, tmp_path):
