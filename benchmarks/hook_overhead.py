@@ -55,35 +55,25 @@ def timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def _parse() -> argparse.Namespace:
+    """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 is the most stable on shared CPUs)")
     p.add_argument("--out", type=Path, default=OUT)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    transformer = build_midsize_pixart_transformer(seed=0).to(device, dtype).eval()
-    scheduler = DPMSolverMultistepScheduler()
-    g = torch.Generator().manual_seed(0)
-    latents = torch.randn(1, 4, 32, 32, generator=g).to(device, dtype)  # (B, C, H, W): 256 tokens at patch 2
-    text = torch.randn(2, 24, transformer.config.caption_channels, generator=g).to(device, dtype)  # (2B, T, D)
+    return p.parse_args()
 
-    space = dc.space_of(transformer)
-    schedules = {
-        "compute-all": dc.compute_all(space, args.steps),
-        "fora-2": dc.fora(space, args.steps, 2),
-        "random-60%-reuse": dc.random_schedule(space, args.steps, p=0.6, seed=0),
-    }
+
+def _measure(transformer, scheduler, latents, text, schedules: dict, args, device) -> tuple[dict, dict, dict]:
+    """Interleaved timed runs (rotated order, repetition 0 = warm-up): (samples, MACs, outputs) per variant."""
     variants = ["no-hooks", *schedules]
     samples: dict[str, list[float]] = {v: [] for v in variants}
     macs: dict[str, dict] = {}
     outputs: dict[str, torch.Tensor] = {}
     with torch.inference_mode():
-        for rep in range(args.repeats + 1):  # repetition 0 is warm-up, not recorded
+        for rep in range(args.repeats + 1):
             for v in variants[rep % len(variants):] + variants[: rep % len(variants)]:  # rotate: no fixed position
                 handle = dc.accelerate(transformer, schedules[v]) if v in schedules else None
                 secs = timed(lambda v=v: outputs.__setitem__(v, denoise(transformer, scheduler, latents, text, args.steps)), device)
@@ -93,10 +83,14 @@ def main() -> None:
                 if rep:
                     samples[v].append(secs)
             print(f"rep {rep}: " + ", ".join(f"{v} {samples[v][-1] if rep else secs:.2f}s" for v in variants), flush=True)
+    return samples, macs, outputs
 
+
+def _results(samples: dict, macs: dict, outputs: dict, schedules: dict) -> dict:
+    """Medians, wall speedups (plain and paired per repetition) and wall/ideal ratios per variant."""
     base = statistics.median(samples["no-hooks"])
     results = {}
-    for v in variants:
+    for v in samples:
         med = statistics.median(samples[v])
         row = {"median_s": med, "min_s": min(samples[v]), "max_s": max(samples[v]), "samples_s": samples[v],
                "wall_speedup": base / med}
@@ -111,6 +105,39 @@ def main() -> None:
         results[v] = row
     results["compute-all"]["overhead"] = results["compute-all"]["median_s"] / base - 1
     results["compute-all"]["paired_overhead"] = 1 / results["compute-all"]["paired_wall_speedup"] - 1
+    return results
+
+
+def _print(results: dict, out: Path) -> None:
+    """The summary table."""
+    print(f"\n{'variant':18} {'median s':>9} {'wall x':>7} {'paired x':>8} {'MAC x':>7} {'wall/ideal':>10} {'paired/ideal':>12}")
+    for v, r in results.items():
+        print(f"{v:18} {r['median_s']:9.3f} {r['wall_speedup']:7.3f} {r['paired_wall_speedup']:8.3f} "
+              f"{r.get('mac_ideal_speedup', 1):7.3f} {r.get('wall_over_ideal', float('nan')):10.3f} "
+              f"{r.get('paired_wall_over_ideal', float('nan')):12.3f}")
+    ca = results["compute-all"]
+    print(f"compute-all overhead vs no hooks: {ca['overhead']:+.2%} (medians), {ca['paired_overhead']:+.2%} (paired); "
+          f"wrote {out}")
+
+
+def main() -> None:
+    """Run the benchmark; write JSON."""
+    args = _parse()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
+    transformer = build_midsize_pixart_transformer(seed=0).to(device, dtype).eval()
+    scheduler = DPMSolverMultistepScheduler()
+    g = torch.Generator().manual_seed(0)
+    latents = torch.randn(1, 4, 32, 32, generator=g).to(device, dtype)  # (B, C, H, W): 256 tokens at patch 2
+    text = torch.randn(2, 24, transformer.config.caption_channels, generator=g).to(device, dtype)  # (2B, T, D)
+    space = dc.space_of(transformer)
+    schedules = {
+        "compute-all": dc.compute_all(space, args.steps),
+        "fora-2": dc.fora(space, args.steps, 2),
+        "random-60%-reuse": dc.random_schedule(space, args.steps, p=0.6, seed=0),
+    }
+    results = _results(*_measure(transformer, scheduler, latents, text, schedules, args, device), schedules)
     report = {
         "benchmark": "hook_overhead",
         "model": {"hidden": 384, "blocks": 12, "latent": [32, 32], "tokens": 256, "batch": 2, "steps": args.steps},
@@ -121,15 +148,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\n{'variant':18} {'median s':>9} {'wall x':>7} {'paired x':>8} {'MAC x':>7} {'wall/ideal':>10} {'paired/ideal':>12}")
-    for v in variants:
-        r = results[v]
-        print(f"{v:18} {r['median_s']:9.3f} {r['wall_speedup']:7.3f} {r['paired_wall_speedup']:8.3f} "
-              f"{r.get('mac_ideal_speedup', 1):7.3f} {r.get('wall_over_ideal', float('nan')):10.3f} "
-              f"{r.get('paired_wall_over_ideal', float('nan')):12.3f}")
-    ca = results["compute-all"]
-    print(f"compute-all overhead vs no hooks: {ca['overhead']:+.2%} (medians), {ca['paired_overhead']:+.2%} (paired); "
-          f"wrote {args.out}")
+    _print(results, args.out)
 
 
 if __name__ == "__main__":

@@ -208,6 +208,37 @@ def _fit_phi(pipe: Any, calls: Sequence[dict], ref: list[torch.Tensor], prof: di
     return with_phi(best), e[best]
 
 
+def _recorded_errors(rec: _Recorder, criterion: str, n_steps: int, split: int | None) -> np.ndarray:
+    """e_i per step from the recorded run: probe-vs-uncached prediction MSE ("output") or residual change."""
+    keys = sorted(rec.residuals)
+    errors = np.zeros(n_steps)
+    for i in range(1, n_steps):
+        if criterion == "output":
+            es = [float(((_pred(rec.probes[k], split) - _pred(rec.outputs[k], split)) ** 2).mean())
+                  for k in keys if k[1] == i and k in rec.probes]
+        else:
+            es = [rel_l1(rec.residuals[g, i - 1, b], rec.residuals[g, i, b]) for g, s, b in keys if s == i]
+        errors[i] = float(np.mean(es)) if es else 0.0
+    return errors
+
+
+def _fit_step(rec: _Recorder, i: int, ridge: float) -> dict[str, list]:
+    """K_i, b_i per stream: ridge least squares of R_i on R_{i−1} over every recorded call of step i."""
+    pairs = [(rec.residuals[g, i - 1, b], rec.residuals[g, i, b]) for g, s, b in sorted(rec.residuals) if s == i]
+    ks, bs = [], []
+    for j in range(len(pairs[0][0])):
+        if pairs[0][0][j] is None or pairs[0][1][j] is None:
+            ks.append(None)
+            bs.append(None)
+            continue
+        x = torch.cat([p[0][j].reshape(-1, p[0][j].shape[-1]) for p in pairs])  # (M, D)
+        y = torch.cat([p[1][j].reshape(-1, p[1][j].shape[-1]) for p in pairs])
+        k, b = _fit_linear(x.double(), y.double(), ridge)
+        ks.append(k)
+        bs.append(b)
+    return {"k": ks, "b": bs}
+
+
 def profile_erta(pipe: Any, calls: Sequence[dict], *, num_reuse: int, max_consecutive: int = 1,
                  ridge: float = 0.1, criterion: str = "final", phi_step: float = 0.05,
                  step_errors: Sequence[float] | None = None, fit_corrections: bool = True,
@@ -237,7 +268,6 @@ def profile_erta(pipe: Any, calls: Sequence[dict], *, num_reuse: int, max_consec
     split = _prediction_channels(pipe.transformer)
     rec = _Recorder(space.shape[0], reuse=frozenset(range(1, n_steps - 1)) if criterion == "output" else frozenset())
     _record(pipe, calls, rec, probe=criterion == "output")
-    keys = sorted(rec.residuals)
     if step_errors is not None:
         errors = np.asarray(step_errors, dtype=float)
         if errors.shape != (n_steps,):
@@ -245,30 +275,9 @@ def profile_erta(pipe: Any, calls: Sequence[dict], *, num_reuse: int, max_consec
     elif criterion == "final":
         errors = _final_errors(pipe, calls, space.family, n_steps)
     else:
-        errors = np.zeros(n_steps)
-        for i in range(1, n_steps):
-            if criterion == "output":
-                es = [float(((_pred(rec.probes[k], split) - _pred(rec.outputs[k], split)) ** 2).mean())
-                      for k in keys if k[1] == i and k in rec.probes]
-            else:
-                es = [rel_l1(rec.residuals[g, i - 1, b], rec.residuals[g, i, b]) for g, s, b in keys if s == i]
-            errors[i] = float(np.mean(es)) if es else 0.0
+        errors = _recorded_errors(rec, criterion, n_steps, split)
     reuse = _select(errors, num_reuse, max_consecutive) if num_reuse else []
-    linear: dict[str, dict] = {}
-    for i in reuse:
-        pairs = [(rec.residuals[g, i - 1, b], rec.residuals[g, i, b]) for g, s, b in keys if s == i]
-        ks, bs = [], []
-        for j in range(len(pairs[0][0])):
-            if pairs[0][0][j] is None or pairs[0][1][j] is None:
-                ks.append(None)
-                bs.append(None)
-                continue
-            x = torch.cat([p[0][j].reshape(-1, p[0][j].shape[-1]) for p in pairs])  # (M, D)
-            y = torch.cat([p[1][j].reshape(-1, p[1][j].shape[-1]) for p in pairs])
-            k, b = _fit_linear(x.double(), y.double(), ridge)
-            ks.append(k)
-            bs.append(b)
-        linear[str(i)] = {"k": ks, "b": bs}
+    linear = {str(i): _fit_step(rec, i, ridge) for i in reuse}
     prof = profiles.new_profile(**{
         "backend": "erta", "family": space.family, "model": model,
         "fingerprint": profiles.model_fingerprint(pipe.transformer), "steps": n_steps, "prompts": len(calls),
