@@ -48,6 +48,12 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], SearchState]:
         raise ValueError(f"{path} is not valid JSON ({e}); start a new run with another --out") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} is not a dit-cache search checkpoint (version {CHECKPOINT_VERSION})")
+    need = {"config": dict, "shape": list, "generation": int, "population": list, "fitness": dict, "rng": list,
+            "history": list}
+    bad = [k for k, t in need.items() if not isinstance(data.get(k), t)]
+    if bad or not isinstance(data.get("hv_ref"), (list, type(None))):
+        raise ValueError(f"{path} is damaged (missing or malformed: {', '.join(bad) or 'hv_ref'}); start a new "
+                         "run with another --out (the front files in it are still valid schedules)")
     return data, SearchState(**{k: data[k] for k in SearchState.__dataclass_fields__ if k in data})
 
 

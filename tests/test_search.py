@@ -887,3 +887,13 @@ def test_validation_rules_psnr_mse_and_paired_adherence():
     assert paired_not_worse(base, base) and not paired_not_worse([0.0] * n, base)
     md = to_markdown({"rows": rows, "verdicts": v})
     assert "| fora-2 | **not dominated** | **not dominated** | **not dominated** | learned |" in md
+
+
+def test_damaged_checkpoint_is_named(pipe, prompts_file, tmp_path):
+    out = tmp_path / "d"
+    _run(pipe, _cfg(prompts_file, generations=1), out)
+    ck = json.loads((out / "checkpoint.json").read_text())
+    for key in ("fitness", "rng", "population"):
+        (out / "checkpoint.json").write_text(json.dumps({k: v for k, v in ck.items() if k != key}))
+        with pytest.raises(SearchError, match=f"damaged .*{key}"):
+            _run(pipe, _cfg(prompts_file, generations=2), out, resume=True)
