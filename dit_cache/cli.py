@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 import numpy as np
+
+from .io import check_out_file, nonnegative_int, positive_int
 
 DESCRIPTION = """\
 dit-cache: make diffusion transformers faster by caching block features across denoising steps.
@@ -15,6 +18,15 @@ Commands from the runtime (macs, schedule) are built in; the eval and search pac
 (demo, ...) through the `dit_cache.commands` entry point group. Run `dit-cache <command> --help`."""
 
 PLUGIN_GROUP = "dit_cache.commands"
+
+
+class CliParser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line (`error: --steps must be >= 1, got 0 (see ...)`), exit 2;
+    subcommand parsers inherit it."""
+
+    def error(self, message: str):
+        message = re.sub(r"^argument (\S+): (must be|expected)", r"\1 \2", " ".join(message.split()))
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _add_plugin_commands(sub) -> None:
@@ -133,6 +145,7 @@ def cmd_schedule_make(args: argparse.Namespace) -> int:
     if args.spec and any(getattr(args, f) is not None for f in _KIND_FLAGS):
         raise ValueError("the SPEC carries the settings: drop --interval/--warmup/--component/--p/--seed "
                          "(e.g. fora:3:2 = interval 3, warm-up 2)")
+    check_out_file(args.out, "--out")
     space, _ = _space_from_args(args)
     spec = resolve_spec(_make_spec(args), space, args.steps)
     if not spec.static:
@@ -175,6 +188,7 @@ def cmd_schedule_import_ecad(args: argparse.Namespace) -> int:
     """Convert an ECAD schedule file to dit-cache JSON."""
     from .ecad import load_ecad
 
+    check_out_file(args.out, "--out")
     sched = load_ecad(args.ecad, family=args.family)
     sched.save(args.out)
     print(f"wrote {args.out}: {sched!r}")
@@ -186,6 +200,7 @@ def cmd_schedule_export_ecad(args: argparse.Namespace) -> int:
     from .ecad import save_ecad
     from .schedule import Schedule
 
+    check_out_file(args.out, "--out")
     save_ecad(Schedule.load(args.schedule), args.out)
     print(f"wrote {args.out}")
     return 0
@@ -193,6 +208,9 @@ def cmd_schedule_export_ecad(args: argparse.Namespace) -> int:
 
 def cmd_schedule_check(args: argparse.Namespace) -> int:
     """Validate a schedule file (and, with --family/--config, that it fits the model)."""
+    if bool(args.config) != bool(args.family):
+        raise ValueError("give --family and --config together: the check is against that model config "
+                         f"(got only {'--config' if args.config else '--family'})")
     sched = _load_any_schedule(args.schedule)
     if args.config:
         space, _ = _space_from_args(args)
@@ -217,6 +235,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     """Profile a dynamic backend on calibration prompts (uncached runs) and write its JSON profile."""
     from .backends import profiles
 
+    check_out_file(args.out, "--out")  # before the (long) profiling run, not after it
     prompts = profiles.read_prompts(args.prompts, args.limit)
     pipe, calls = _pipeline_and_calls(args.model, prompts, args.steps, args.seed)
     if args.backend == "erta":
@@ -247,12 +266,12 @@ def _add_macs(sub) -> None:
     p = sub.add_parser("macs", help="count MACs of a config, optionally under a schedule",
                        description="Exact MACs per step from a transformer config alone (meta device, no weights).")
     _model_args(p)
-    p.add_argument("--height", type=int, default=256)
-    p.add_argument("--width", type=int, default=256)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--batch", type=int, default=2, help="effective batch per step, CFG included (default 2)")
-    p.add_argument("--text-len", type=int, default=None, help="text tokens (default: the family's usual length)")
-    p.add_argument("--num-frames", type=int, default=1, help="video frames (wan)")
+    p.add_argument("--height", type=positive_int, default=256)
+    p.add_argument("--width", type=positive_int, default=256)
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--batch", type=positive_int, default=2, help="effective batch per step, CFG included (default 2)")
+    p.add_argument("--text-len", type=positive_int, default=None, help="text tokens (default: the family's usual length)")
+    p.add_argument("--num-frames", type=positive_int, default=1, help="video frames (wan)")
     p.add_argument("--schedule", help="dit-cache or ECAD schedule JSON (default: compute everything)")
     p.add_argument("--convention", choices=("full", "ecad"), default="full",
                    help="full: linear+conv+attention matmuls; ecad: linear+conv only, as ECAD's figures")
@@ -267,12 +286,12 @@ def _add_schedule_make(ssub) -> None:
                                     "The --kind flags are the older spelling of the same (default: fora:2).")
     q.add_argument("spec", nargs="?", help="static schedule spec, e.g. fora:3 or fora:3:2 (interval 3, warm-up 2)")
     _model_args(q)
-    q.add_argument("--steps", type=int, default=20)
+    q.add_argument("--steps", type=positive_int, default=20)
     q.add_argument("--kind", choices=("compute-all", "fora", "cache-component", "random"), default=None,
                    help="older form of SPEC: compute-all = all, fora = fora:INTERVAL:WARMUP, cache-component = "
                         "cache:COMPONENT:INTERVAL, random = random:P:SEED")
-    q.add_argument("--interval", type=int, default=None, help="--kind fora / cache-component: compute every N steps (2)")
-    q.add_argument("--warmup", type=int, default=None, help="--kind fora: steps computed before the interval starts (0)")
+    q.add_argument("--interval", type=positive_int, default=None, help="--kind fora / cache-component: compute every N steps (2)")
+    q.add_argument("--warmup", type=nonnegative_int, default=None, help="--kind fora: steps computed before the interval starts (0)")
     q.add_argument("--component", help="--kind cache-component: which component to cache")
     q.add_argument("--p", type=float, default=None, help="--kind random: probability of reuse per cell (0.5)")
     q.add_argument("--seed", type=int, default=None, help="--kind random: seed (0)")
@@ -311,11 +330,11 @@ def _add_profile(sub) -> None:
     p.add_argument("--model", default="tiny", help="tiny (embedded model), random-tiny[:FAMILY[:LAYERS]] (random "
                    "weights), a pipeline folder or a hub id")
     p.add_argument("--prompts", required=True, help="text file, one prompt per line")
-    p.add_argument("--limit", type=int, default=None, help="use the first N prompts")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--limit", type=positive_int, default=None, help="use the first N prompts")
+    p.add_argument("--steps", type=positive_int, default=20)
     p.add_argument("--seed", type=int, default=0, help="seed of the first prompt (+1 per prompt)")
-    p.add_argument("--num-reuse", type=int, default=8, help="erta: number of reuse steps")
-    p.add_argument("--max-consecutive", type=int, default=1, help="erta: most reuse steps in a row")
+    p.add_argument("--num-reuse", type=nonnegative_int, default=8, help="erta: number of reuse steps")
+    p.add_argument("--max-consecutive", type=positive_int, default=1, help="erta: most reuse steps in a row")
     p.add_argument("--ridge", type=float, default=0.1, help="erta: relative shrinkage of the linear correction K")
     p.add_argument("--criterion", choices=("final", "output", "residual"), default="final",
                    help="erta: error that picks the reuse steps (final: final-output MSE incl. the sampler's amplification; slowest)")
@@ -325,8 +344,8 @@ def _add_profile(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
-    parser = argparse.ArgumentParser(prog="dit-cache", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CliParser(prog="dit-cache", description=DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version="dit-cache 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="command")
     _add_macs(sub)
@@ -338,20 +357,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dit-cache` console script."""
-    from .schedule import ScheduleError
-
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a usage error (one line, exit 2), --help or --version
+        return e.code if isinstance(e.code, int) else 0
     if not getattr(args, "func", None):
         if args.command is None:
             parser.print_help()
             return 0
         parser.parse_args([args.command, "--help"])  # prints that command's help and exits
     np.set_printoptions(linewidth=120)
+    return run_command(args.func, args)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that mean bad input (a file, a value, an output place): one `error:` line, exit 2.
+    ValueError covers ScheduleError, ProfileError, SearchError and config errors; RuntimeError covers the
+    metric / objective / model-loading errors that name their fix. Anything else is a bug: traceback."""
+    from .schedule import ScheduleError
+
+    return (ScheduleError, ValueError, RuntimeError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+            PermissionError, FileExistsError)
+
+
+def run_command(func, args: argparse.Namespace) -> int:
+    """Run a subcommand; a bad-input error prints one `error: ...` line on stderr and returns 2 (the only place
+    the CLI turns exceptions into messages; `python -m search` uses it too)."""
     try:
-        return args.func(args)
-    except (ScheduleError, FileNotFoundError, RuntimeError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        return func(args)
+    except user_errors() as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
         return 2
 
 

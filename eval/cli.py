@@ -8,17 +8,16 @@ process 0 time the variants and write the report. Resumable: a rerun skips every
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 import dit_cache as dc
+from dit_cache.io import OutLock, check_out_dir, nonnegative_int, positive_int
 from dit_cache.resolve import load_pipeline, parse_model_spec, resolve_spec
 
 from .config import EvalConfig
 from .generate import Sample, Variant, generate
-from .metrics import MetricUnavailable
 from .score import METRICS, score_and_write, setup_scorers
 
 __all__ = ["EvalConfig", "register", "run_eval"]
@@ -101,11 +100,21 @@ def _check(cfg: EvalConfig) -> torch.dtype:
 
 def run_eval(cfg: EvalConfig) -> dict | None:
     """Run the evaluation; returns the report on the main process (None on the others)."""
+    state = _state(cfg.device)
+    dtype = _check(cfg)
+    check_out_dir(cfg.out, "--out")  # before anything is generated: a bad --out must not cost the run
+    lock = OutLock(cfg.out) if state.is_main_process else None  # one run per --out at a time
+    try:
+        return _run_eval(cfg, state, dtype)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_eval(cfg: EvalConfig, state, dtype: torch.dtype) -> dict | None:
     from .prompts import load_prompts
 
-    state = _state(cfg.device)
     device = cfg.device or str(state.device)
-    dtype = _check(cfg)
     model_spec = parse_model_spec(cfg.model)
     if cfg.prompts is None and not model_spec.shapes and not model_spec.random_weights:
         raise ValueError("pass --prompts FILE (text, PartiPrompts .tsv, ImageReward .json) for this model")
@@ -171,11 +180,7 @@ def _cmd(args: argparse.Namespace) -> int:
         clip_model=args.clip_model, clip_pretrained=None if args.clip_pretrained.lower() == "none" else args.clip_pretrained,
         latency_warmup=args.warmup, latency_repeats=args.repeats, latency_batch=args.latency_batch,
         grid_rows=args.grid_rows, device=args.device, dtype=args.dtype, threads=args.threads, progress=not args.quiet)
-    try:
-        run_eval(cfg)
-    except (MetricUnavailable, dc.ScheduleError, FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run_eval(cfg)  # bad input (ValueError, MetricUnavailable, ...): one `error:` line from dit_cache.cli.main
     return 0
 
 
@@ -194,14 +199,14 @@ def register(sub) -> None:
     p.add_argument("--prompts", help="prompt file: .txt (one per line, e.g. COCO captions), PartiPrompts .tsv, "
                    "ImageReward .json, or shapes:heldout (default for tiny models)")
     p.add_argument("--category", help="PartiPrompts category filter (e.g. Animals)")
-    p.add_argument("--num-prompts", type=int, default=16, help="first N prompts (default 16)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per prompt (default 1)")
+    p.add_argument("--num-prompts", type=positive_int, default=16, help="first N prompts (default 16)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="seeds per prompt (default 1)")
     p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20)")
     p.add_argument("--resample", action="store_true", help="resample schedule files to --steps instead of failing")
     p.add_argument("--guidance-scale", type=float, help="override the pipeline's guidance scale")
-    p.add_argument("--height", type=int)
-    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=positive_int)
+    p.add_argument("--width", type=positive_int)
     p.add_argument("--metrics", default="auto", help=f"comma list of {','.join(METRICS)}, or auto (default: all that "
                    "can run here, the rest noted); an explicit metric that cannot run is an error")
     p.add_argument("--fid-features", default="auto", choices=["auto", "inception", "shapes", "pixels"],
@@ -210,14 +215,14 @@ def register(sub) -> None:
     p.add_argument("--clip-model", default="ViT-B-32", help="open_clip model (default ViT-B-32; ViT-L-14 is common too)")
     p.add_argument("--clip-pretrained", default="openai", help="open_clip pretrained tag or local file; 'none' = "
                    "random weights (plumbing only)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per variant, interleaved (default 3)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds (default 1)")
-    p.add_argument("--latency-batch", type=int, default=1, help="images per timed pipeline call (default 1)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per pipeline call when generating (default 4)")
-    p.add_argument("--grid-rows", type=int, default=8, help="samples shown in the image grid (default 8)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per variant, interleaved (default 3)")
+    p.add_argument("--warmup", type=nonnegative_int, default=1, help="untimed warm-up rounds (default 1)")
+    p.add_argument("--latency-batch", type=positive_int, default=1, help="images per timed pipeline call (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per pipeline call when generating (default 4)")
+    p.add_argument("--grid-rows", type=positive_int, default=8, help="samples shown in the image grid (default 8)")
     p.add_argument("--device", help="torch device (default: the process's accelerator, else cpu)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
-    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest for tiny models on a busy machine)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (1 is fastest for tiny models on a busy machine)")
     p.add_argument("--out", default="eval_out", help="report folder; generated images go to OUT/samples (default eval_out)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     p.set_defaults(func=_cmd)

@@ -7,7 +7,6 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 import dit_cache as dc
+from dit_cache.io import check_out_dir, positive_int
 from dit_cache.resolve import parse_model_spec, prompt_kwargs
 
 from .fidelity import decode_latents, latent_mse, psnr, to_uint8
@@ -61,7 +61,12 @@ def demo_variants(pipe, model: str, steps: int, specs: list[str] | None = None,
     variants.update({f"fora-{n}": dc.fora(space, steps, n) for n in INTERVALS})
     for text in [*map(str, shipped_schedules(model, steps)), *(specs or [])]:
         spec = dc.resolve_spec(text, space, steps, resample=resample)
-        variants[spec.name] = spec.value
+        name = spec.name
+        if name in variants:  # e.g. a file named `uncached` or `fora-2`: never replace a built-in row
+            name = f"{name} ({Path(text).name if Path(text).is_file() else text})"
+        while name in variants:
+            name += "+"
+        variants[name] = spec.value
     return variants
 
 
@@ -130,6 +135,7 @@ def run_demo(model: str = "tiny", out: Path = Path("demo_out"), steps: int = 20,
              seed: int = 0, num_prompts: int = 16, schedules: list[str] | None = None, resample: bool = False) -> dict:
     """Run the demo; returns (and writes) the report. `schedules`: extra caching specs (schedule files, fora:N,
     teacache:0.25, ...; see `dit_cache.resolve_spec`)."""
+    check_out_dir(out, "--out")  # before generating: a bad --out must not cost the run
     loaded = dc.load_pipeline(model)
     pipe = loaded.pipe
     prompts = demo_prompts(model, num_prompts)
@@ -177,12 +183,9 @@ def format_table(rows: list[dict]) -> str:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    try:
-        run_demo(model=args.model, out=Path(args.out), steps=args.steps, repeats=args.repeats, seed=args.seed,
-                 num_prompts=args.num_prompts, schedules=args.schedule, resample=args.resample)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
-        print(f"dit-cache demo: error: {e}", file=sys.stderr)
-        return 2
+    # bad input: one `error:` line from dit_cache.cli.main
+    run_demo(model=args.model, out=Path(args.out), steps=args.steps, repeats=args.repeats, seed=args.seed,
+             num_prompts=args.num_prompts, schedules=args.schedule, resample=args.resample)
     return 0
 
 
@@ -193,9 +196,9 @@ def register(sub) -> None:
     p.add_argument("--model", default="tiny", help="tiny (embedded trained model, default), "
                    "random-tiny[:FAMILY[:LAYERS]] (random weights, plumbing only), a pipeline folder or a hub id")
     p.add_argument("--out", default="demo_out", help="folder for grid.png and report.json/md (default demo_out)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per variant, interleaved (default 3)")
-    p.add_argument("--num-prompts", type=int, default=16, help="prompts in the batch (default 16)")
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20)")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per variant, interleaved (default 3)")
+    p.add_argument("--num-prompts", type=positive_int, default=16, help="prompts in the batch (default 16)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--schedule", action="append", default=[], metavar="SPEC",
                    help="also run this caching spec: a schedule file (dit-cache or ECAD JSON, e.g. a `dit-cache "

@@ -105,8 +105,20 @@ def _done(root: Path, settings: dict, variant: Variant, sample: Sample) -> dict 
         rec = json.loads(side.read_text())
     except json.JSONDecodeError:
         return None
-    ok = rec.get("key") == _settings_key(settings, variant, sample) and side.with_suffix(".npz").is_file()
+    ok = rec.get("key") == _settings_key(settings, variant, sample) and _readable(side.with_suffix(".npz"))
     return rec if ok else None
+
+
+def _readable(npz: Path) -> bool:
+    """The sample's npz exists and opens with an image in it (a truncated or damaged file: not done, so a
+    rerun regenerates it instead of failing on it)."""
+    import zipfile
+
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            return "image" in z.files
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
 
 
 def load_sample(root: Path, variant_id: str, stem: str) -> tuple[torch.Tensor, torch.Tensor | None]:

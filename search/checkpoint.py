@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dit_cache.io import OutLock  # noqa: F401  (the run-folder lock, shared with `dit-cache eval`)
+
 CHECKPOINT = "checkpoint.json"
 CHECKPOINT_VERSION = 1
 FORMAT = "dit-cache-search-checkpoint"
@@ -73,31 +75,3 @@ def prompts_digest(prompts: list[str]) -> str:
     import hashlib
 
     return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()
-
-
-class OutLock:
-    """An exclusive lock on a run folder (`.lock`, flock): a second run into the same --out fails at once."""
-
-    def __init__(self, out: Path) -> None:
-        import fcntl
-
-        out.mkdir(parents=True, exist_ok=True)
-        self.path = out / ".lock"
-        self.fh = open(self.path, "a+")
-        try:
-            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.fh.seek(0)
-            owner = self.fh.read().strip() or "?"
-            self.fh.close()
-            raise ValueError(f"another run is writing into {out} (pid {owner}): wait for it to finish or choose "
-                             "another --out") from None
-        self.fh.seek(0)
-        self.fh.truncate()
-        self.fh.write(str(os.getpid()))
-        self.fh.flush()
-
-    def release(self) -> None:
-        """Drop the lock (the file stays; an unlocked file is free)."""
-        if not self.fh.closed:
-            self.fh.close()

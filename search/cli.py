@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from .nsga import SearchConfig, SearchError
+from dit_cache.io import check_out_dir, nonnegative_int, positive_int
+
+from .nsga import SearchConfig
 from .objectives import OBJECTIVES
 
 EPILOG = """example:
@@ -18,7 +19,6 @@ outputs: front/*.json (schedules with objectives and MACs), front.png, history.j
 
 def _cmd(args: argparse.Namespace) -> int:
     from .nsga import Search
-    from .objectives import ObjectiveUnavailable
 
     cfg = SearchConfig(
         model=args.model, prompts=args.prompts, num_prompts=args.num_prompts, population=args.population,
@@ -30,16 +30,14 @@ def _cmd(args: argparse.Namespace) -> int:
         forecast=args.forecast, forecast_order=args.forecast_order, init=list(args.init), multi_fidelity=args.multi_fidelity, mf_margin=args.mf_margin,
         profile_seeds=not args.no_profile_seeds,
     )
+    # bad input (SearchError, ObjectiveUnavailable, a missing file): one `error:` line from dit_cache.cli.run_command
+    check_out_dir(args.out, "--out")
     try:
         search = Search(cfg, args.out)
-    except (SearchError, ObjectiveUnavailable, FileNotFoundError, ImportError, RuntimeError) as e:
-        print(f"dit-cache search: error: {e}", file=sys.stderr)
-        return 2
+    except ImportError as e:  # an optional dependency of --backend / --objective
+        raise RuntimeError(str(e)) from None
     try:
         summary = search.run(resume=args.resume, progress=not args.quiet)
-    except SearchError as e:
-        print(f"dit-cache search: error: {e}", file=sys.stderr)
-        return 2
     finally:
         search.close()
     if not search.is_main:  # accelerate: the main process reports
@@ -58,29 +56,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=d.model, help="tiny (embedded model), random-tiny[:pixart[:LAYERS]] (random "
                    "weights), or a PixArt pipeline folder / hub id (default tiny)")
     p.add_argument("--prompts", default=d.prompts, help=f"calibration prompts, one per line (default {d.prompts})")
-    p.add_argument("--num-prompts", type=int, default=None, help="use the first N prompts of the file")
-    p.add_argument("--population", type=int, default=d.population, help=f"NSGA-II population (default {d.population})")
-    p.add_argument("--generations", type=int, default=d.generations, help=f"generations (default {d.generations})")
+    p.add_argument("--num-prompts", type=positive_int, default=None, help="use the first N prompts of the file")
+    p.add_argument("--population", type=positive_int, default=d.population, help=f"NSGA-II population (default {d.population})")
+    p.add_argument("--generations", type=nonnegative_int, default=d.generations, help=f"generations (default {d.generations})")
     p.add_argument("--objective", default=d.objective, choices=list(OBJECTIVES),
                    help="quality objective (default fidelity: mean latent MSE to the uncached output; psnr: mean "
                    "per-prompt latent PSNR deficit, robust to the few prompts that bifurcate under caching; image-psnr: "
                    "the same on the decoded images, the metric search.validate and dit-cache eval judge by)")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"denoising steps (default {d.steps})")
+    p.add_argument("--steps", type=positive_int, default=d.steps, help=f"denoising steps (default {d.steps})")
     p.add_argument("--seed", type=int, default=d.seed, help="search seed (also picks the noise seeds)")
-    p.add_argument("--workers", type=int, default=d.workers, help="parallel evaluation processes (default 1)")
+    p.add_argument("--workers", type=positive_int, default=d.workers, help="parallel evaluation processes (default 1)")
     p.add_argument("--backend", default=d.backend, choices=["local", "ray", "accelerate"],
                    help="worker backend (default local): 'local' = --workers processes on this machine, 'ray' = "
                         "Ray actors, 'accelerate' = one pipeline per process of `accelerate launch -m search ...` "
                         "(--workers is then the launcher's --num_processes)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="prompts per generation batch (default 16)")
-    p.add_argument("--memory-budget-mb", type=int, default=d.memory_budget_mb,
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="prompts per generation batch (default 16)")
+    p.add_argument("--memory-budget-mb", type=nonnegative_int, default=d.memory_budget_mb,
                    help=f"prefix-state cache per worker in MiB (default {d.memory_budget_mb})")
-    p.add_argument("--spill-mb", type=int, default=d.spill_mb,
+    p.add_argument("--spill-mb", type=nonnegative_int, default=d.spill_mb,
                    help="disk budget per worker (MiB) for prefix states evicted from memory, in OUT/prefix_spill "
                         "(default 0: evicted states are dropped; results are identical either way)")
     p.add_argument("--no-prefix-sharing", action="store_true", help="evaluate every candidate from step 0")
     p.add_argument("--cxpb", type=float, default=d.cxpb, help=f"crossover probability (default {d.cxpb})")
-    p.add_argument("--cx-points", type=int, default=d.cx_points, help=f"crossover points along steps (default {d.cx_points})")
+    p.add_argument("--cx-points", type=positive_int, default=d.cx_points, help=f"crossover points along steps (default {d.cx_points})")
     p.add_argument("--mutpb", type=float, default=d.mutpb, help=f"probability a child is mutated (default {d.mutpb})")
     p.add_argument("--indpb", type=float, default=None, help="per-cell flip probability (default 2 / evolvable cells)")
     p.add_argument("--late-bias", type=float, default=d.late_bias,
@@ -89,7 +87,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-weights", default=None, help="local open_clip ViT-B-32 weights for --objective clip")
     p.add_argument("--forecast", action="store_true",
                    help="cells may also be Taylor forecasts (TaylorSeer) instead of reuse: the search mixes both")
-    p.add_argument("--forecast-order", type=int, default=d.forecast_order, help="Taylor order of forecast cells (default 1)")
+    p.add_argument("--forecast-order", type=nonnegative_int, default=d.forecast_order, help="Taylor order of forecast cells (default 1)")
     p.add_argument("--init", nargs="*", default=[], metavar="SCHEDULE",
                    help="schedule files (dit-cache or ECAD JSON) added to the initial population, e.g. a previous front")
     p.add_argument("--no-profile-seeds", action="store_true",
@@ -114,7 +112,9 @@ def register(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m search ...` (same options as `dit-cache search`)."""
-    p = argparse.ArgumentParser(prog="python -m search", description=__doc__, epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    from dit_cache.cli import CliParser, run_command
+
+    p = CliParser(prog="python -m search", description=__doc__, epilog=EPILOG,
+                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
-    return _cmd(p.parse_args(argv))
+    return run_command(_cmd, p.parse_args(argv))
