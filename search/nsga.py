@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -318,7 +319,10 @@ class Search:
         if diff or tuple(data["shape"]) != self.shape:
             raise SearchError(f"--resume: the checkpoint in {self.out} was made with other settings {diff}; "
                               "use the same settings or another --out")
-        if self.state.prompts_sha256 not in (None, prompts_digest(self.prompts)):
+        if self.state.prompts_sha256 is None:  # written by dit-cache before the hash was recorded
+            warnings.warn(f"--resume: the checkpoint in {self.out} predates prompt hashes, so a changed {self.cfg.prompts} "
+                          "cannot be detected: resume only if that file is unchanged", UserWarning, stacklevel=2)
+        elif self.state.prompts_sha256 != prompts_digest(self.prompts):
             raise SearchError(f"--resume: the calibration prompts in {self.cfg.prompts} differ from those the "
                               f"checkpoint in {self.out} was measured on (the file changed): restore that file, "
                               "or start a new run with another --out")

@@ -897,3 +897,13 @@ def test_damaged_checkpoint_is_named(pipe, prompts_file, tmp_path):
         (out / "checkpoint.json").write_text(json.dumps({k: v for k, v in ck.items() if k != key}))
         with pytest.raises(SearchError, match=f"damaged .*{key}"):
             _run(pipe, _cfg(prompts_file, generations=2), out, resume=True)
+
+
+def test_resume_of_a_checkpoint_without_prompt_hash_warns(pipe, prompts_file, tmp_path):
+    out = tmp_path / "old"
+    _run(pipe, _cfg(prompts_file, generations=1), out)
+    ck = json.loads((out / "checkpoint.json").read_text())
+    ck["prompts_sha256"] = None
+    (out / "checkpoint.json").write_text(json.dumps(ck))
+    with pytest.warns(UserWarning, match="predates prompt hashes"):
+        _run(pipe, _cfg(prompts_file, generations=2), out, resume=True)
