@@ -55,7 +55,8 @@ from .schedule import (
 )
 
 __all__ = ["DEFAULT_BASELINES", "SPEC_KINDS", "Baseline", "CacheSpec", "LoadedModel", "ModelSpec", "baselines",
-           "erta_reuse_points", "load_pipeline", "parse_model_spec", "parse_spec", "prompt_kwargs", "resolve_spec"]
+           "erta_reuse_points", "load_pipeline", "parse_model_spec", "parse_spec", "pipeline_defaults", "prompt_kwargs",
+           "resolve_spec"]
 
 RANDOM_TINY = "random-tiny"
 SHAPES_PREFIX = "tiny-pixart-shapes"  # folders of the embedded shapes model (and its retrained versions)
@@ -183,7 +184,7 @@ def prompt_kwargs(pipe: Any, prompts: str | Sequence[str]) -> dict[str, Any]:
     return {"class_labels": [class_id(p) for p in ([prompts] if isinstance(prompts, (str, int)) else prompts)]}
 
 
-def _generic_defaults(pipe: Any) -> dict[str, Any]:
+def pipeline_defaults(pipe: Any) -> dict[str, Any]:
     """Defaults for a folder / hub pipeline: 20 steps; no aspect-ratio binning or bs4 caption cleaning."""
     params = inspect.signature(type(pipe).__call__).parameters
     kw: dict[str, Any] = {"num_inference_steps": 20} if "num_inference_steps" in params else {}
@@ -196,12 +197,12 @@ def call_defaults(spec: str | ModelSpec, pipe: Any) -> dict[str, Any]:
     `load_pipeline(spec).call_defaults` gives, without loading again)."""
     ms = parse_model_spec(spec)
     if ms.kind == "tiny" or ms.shapes:
-        return dict(getattr(pipe, "CALL_DEFAULTS", None) or _generic_defaults(pipe))
+        return dict(getattr(pipe, "CALL_DEFAULTS", None) or pipeline_defaults(pipe))
     if ms.kind == RANDOM_TINY:
         from .zoo.tiny_random import tiny_call_defaults
 
         return tiny_call_defaults(ms.family)
-    return _generic_defaults(pipe)
+    return pipeline_defaults(pipe)
 
 
 def _load(ms: ModelSpec, device: str, dtype: torch.dtype) -> tuple[Any, dict[str, Any]]:
@@ -236,7 +237,7 @@ def _load(ms: ModelSpec, device: str, dtype: torch.dtype) -> tuple[Any, dict[str
     pipe.set_progress_bar_config(disable=True)
     if torch.device(device).type != "cpu":
         pipe = pipe.to(device)
-    return pipe, _generic_defaults(pipe)
+    return pipe, pipeline_defaults(pipe)
 
 
 def load_pipeline(spec: str | ModelSpec, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:

@@ -15,6 +15,13 @@ def decode_latents(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
     return pipe.image_processor.postprocess(img, output_type="pt")
 
 
+def frames_as_image(video: torch.Tensor) -> torch.Tensor:
+    """A video batch (N, F, 3, H, W) as one image per video (N, 3, F*H, W): frames stacked top to bottom, so
+    every image metric (PSNR, FID, the grid) judges whole videos."""
+    n, f, c, h, w = video.shape
+    return video.permute(0, 2, 1, 3, 4).reshape(n, c, f * h, w)
+
+
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float images in [0, 1] -> uint8 (values clamped, rounded)."""
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)

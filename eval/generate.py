@@ -19,6 +19,7 @@ import torch
 
 import dit_cache as dc
 from dit_cache.resolve import prompt_kwargs
+from eval.fidelity import frames_as_image
 
 __all__ = ["Sample", "Variant", "generate", "load_sample", "run_variant"]
 
@@ -144,7 +145,11 @@ def _run_pipe(pipe, prompts: list[str], seeds: list[int], kwargs: dict) -> tuple
         extra = {"callback_on_step_end": on_end, "callback_on_step_end_tensor_inputs": ["latents"]}
     elif "callback" in params:
         extra = {"callback": lambda _i, _t, lat: final.__setitem__("latents", lat), "callback_steps": 1}
-    out = pipe(**prompt_kwargs(pipe, prompts), generator=gens, output_type="pt", **kwargs, **extra).images
+    kw = dict(kwargs)
+    if isinstance(kw.get("negative_prompt"), str):  # one per image: FLUX would run a single one broadcast over the
+        kw["negative_prompt"] = [kw["negative_prompt"]] * len(prompts)  # batch (MACs per image batch-dependent)
+    res = pipe(**prompt_kwargs(pipe, prompts), generator=gens, output_type="pt", **kw, **extra)
+    out = frames_as_image(res.frames) if hasattr(res, "frames") else res.images  # video: frames stacked along H
     lat = final.get("latents")
     return out.float().cpu(), (lat.detach().float().cpu() if lat is not None else None)
 

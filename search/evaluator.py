@@ -16,7 +16,7 @@ import torch
 import dit_cache as dc
 from dit_cache.macs import StepCost, meta_like, meta_model_of, schedule_macs, step_cost
 
-from .loop import PixArtLoop
+from .loops import make_loop
 from .prefix import StateCache, prefix_keys
 
 DEFAULT_BUDGET = 2 << 30  # bytes of stored prefix states per process
@@ -24,7 +24,8 @@ DEFAULT_BUDGET = 2 << 30  # bytes of stored prefix states per process
 
 @dataclass
 class EvalCounts:
-    """Transformer work spent: steps run (calls) vs steps a naive evaluation would run."""
+    """Transformer work spent: denoising steps run vs steps a naive evaluation would run; a step evaluates
+    every block once per transformer call (twice with separate cond / uncond calls: FLUX true CFG, Wan)."""
 
     steps_run: int = 0
     steps_naive: int = 0
@@ -33,7 +34,7 @@ class EvalCounts:
 
     @property
     def block_evals(self) -> int:
-        """Transformer block evaluations actually run (one per block per transformer call)."""
+        """Transformer block evaluations actually run (one per block per transformer call of a step)."""
         return self.steps_run * self.blocks_per_step
 
     @property
@@ -56,7 +57,8 @@ class EvalCounts:
 
 @dataclass
 class Evaluator:
-    """Runs candidate schedules on a PixArt pipeline for fixed prompts and seeds (batched)."""
+    """Runs candidate schedules on a pipeline of any family with a loop (`search.loops`) for fixed prompts
+    and seeds (batched)."""
 
     pipe: Any
     prompts: list[str]
@@ -76,8 +78,7 @@ class Evaluator:
             raise ValueError("no prompts to evaluate on")
         self.space = dc.space_of(self.pipe.transformer)
         bs = max(1, self.batch_size)
-        self.loops = [PixArtLoop.from_call_defaults(self.pipe, self.prompts[i:i + bs], self.seeds[i:i + bs], self.steps,
-                                                    self.call_defaults or {})
+        self.loops = [make_loop(self.pipe, self.prompts[i:i + bs], self.seeds[i:i + bs], self.steps, self.call_defaults)
                       for i in range(0, len(self.prompts), bs)]
         # one static backend whose plan is swapped per candidate; it keeps every computed output (and, for
         # mixed genomes, every cell's Taylor factors), so a stored state fits every candidate with its prefix
@@ -85,7 +86,7 @@ class Evaluator:
                                                 forecast_order=self.forecast_order)
         self.handle = dc.accelerate(self.pipe.transformer, self.backend)
         self.cache = StateCache(self.budget_bytes if self.prefix_sharing else 0, self.spill_dir, self.spill_bytes)
-        self.counts.blocks_per_step = len(self.space.block_ids)
+        self.counts.blocks_per_step = len(self.space.block_ids) * len(self.loops[0].cost_calls())  # x calls per step
         self._cost: StepCost | None = None
 
     def close(self) -> None:
@@ -128,11 +129,11 @@ class Evaluator:
             if self.prefix_sharing and state.step < self.steps - 1:
                 self.cache.put((b, keys[state.step]), state)
         self.counts.steps_naive += self.steps
-        return state.latents
+        return loop.final(state.latents)
 
     def evaluate(self, schedules: list[dc.Schedule | np.ndarray], keep: list[np.ndarray] | None = None,
                  batches: list[int] | None = None) -> list[torch.Tensor]:
-        """Final latents (N, C, h, w) over all prompts, one tensor per schedule, in input order.
+        """Final latents (N, ...) over all prompts, one tensor per schedule, in input order.
 
         ``keep``: genomes whose prefix states are worth keeping (the parents of these candidates).
         ``batches``: only these prompt batches (of `batch_size` prompts), in order (default all).
@@ -154,18 +155,13 @@ class Evaluator:
         return [torch.cat(parts) for parts in out]
 
     def step_cost(self) -> StepCost:
-        """Exact MACs of one transformer call for one prompt (CFG batch 2), full convention."""
+        """Exact MACs of one denoising step for one prompt: every transformer call of the step (a CFG batch of 2,
+        or separate cond / uncond calls), full convention."""
         if self._cost is None:
-            loop = self.loops[0]
-            n = 2 if loop.cfg else 1
-            args = (torch.zeros(n, self.pipe.transformer.config.in_channels, loop.height // self.pipe.vae_scale_factor,
-                                loop.width // self.pipe.vae_scale_factor),)
-            kwargs = {"encoder_hidden_states": loop.prompt_embeds[:n], "encoder_attention_mask": loop.prompt_mask[:n],
-                      "timestep": torch.zeros(n),
-                      "added_cond_kwargs": {k: (v[:n] if v is not None else None) for k, v in loop.added_cond_kwargs.items()}}
             model = meta_model_of(self.pipe.transformer)
-            margs, mkw = meta_like((args, kwargs))
-            self._cost = step_cost(model, margs, mkw, convention="full")
+            costs = [step_cost(model, *meta_like(call), convention="full") for call in self.loops[0].cost_calls()]
+            self._cost = StepCost(sum(c.component for c in costs), sum(c.block_other for c in costs),
+                                  sum(c.outside for c in costs), "full")
         return self._cost
 
     def macs(self, schedule: dc.Schedule | np.ndarray) -> int:

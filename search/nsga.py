@@ -44,6 +44,7 @@ from .checkpoint import (
     write_checkpoint,
 )
 from .config import SearchConfig, SearchError, read_prompts
+from .loops import LoopError, decoder
 from .multifidelity import complete_front, evaluate_children
 from .objectives import make_objective
 from .pareto import hypervolume, pareto
@@ -93,13 +94,18 @@ class Search:
         self.mask = G.evolvable(self.space, config.steps)
         self.load_init()  # fail early on a bad --init file (before any hooks or workers exist)
         self.ops = G.Operators(config.cxpb, config.cx_points, config.mutpb, config.indpb, config.late_bias)
-        self.objective = make_objective(config.objective, self.pipe, self.prompts, clip_weights=config.clip_weights)
+        try:
+            decode = decoder(self.pipe, config.steps, self.call_defaults)  # this family's latents -> images
+        except LoopError as e:
+            raise SearchError(f"--model {config.model}: {e}") from None
+        self.objective = make_objective(config.objective, self.pipe, self.prompts, decode=decode,
+                                        clip_weights=config.clip_weights)
         self.n_sub = min(config.batch_size, len(self.prompts))  # multi-fidelity subset: the first prompt batch
         if config.multi_fidelity:
             if self.n_sub >= len(self.prompts):
                 raise SearchError(f"--multi-fidelity needs more prompts ({len(self.prompts)}) than --batch-size "
                                   f"({config.batch_size}): the first batch is the subset")
-            self.sub_objective = make_objective(config.objective, self.pipe, self.prompts[: self.n_sub],
+            self.sub_objective = make_objective(config.objective, self.pipe, self.prompts[: self.n_sub], decode=decode,
                                                 clip_weights=config.clip_weights)
         self.spill_dir = Path(out) / "prefix_spill"  # per-process state files; useless once a process ends
         if config.backend != "accelerate":  # left over by a killed run (accelerate: ranks start at different times)
@@ -116,6 +122,7 @@ class Search:
         self._cost_ev = self.pool.ev if hasattr(self.pool, "ev") else Evaluator(
             self.pipe, self.prompts[:1], self.seeds[:1], config.steps, prefix_sharing=False,
             call_defaults=self.call_defaults)
+        self.pool.counts.blocks_per_step = self._cost_ev.counts.blocks_per_step  # blocks x transformer calls
         self.full_macs = self._cost_ev.macs(dc.compute_all(self.space, config.steps))
         self.state = SearchState()
         self.rng = random.Random(config.seed)

@@ -23,8 +23,9 @@ from typing import Any
 
 import torch
 
-from eval.fidelity import decode_latents as decode
 from eval.fidelity import psnr_per_image, to_uint8
+
+Decode = Callable[[torch.Tensor], torch.Tensor]  # final latents -> images (N, 3, H, W) in [0, 1]
 
 OBJECTIVES = ("fidelity", "psnr", "image-psnr", "adherence", "clip", "imagereward")
 PSNR_CAP_DB = 100.0  # latent or image PSNR (peak 1) above this counts as exact: MSE floor 1e-10
@@ -36,8 +37,8 @@ class ObjectiveUnavailable(RuntimeError):
 
 
 def latent_mse(latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """Per-image MSE (N,) between final latents (N, C, h, w)."""
-    return ((latents.float() - reference.float()) ** 2).mean(dim=(1, 2, 3))
+    """Per-image MSE (N,) between final latents (N, ...) of any family's layout."""
+    return ((latents.float() - reference.float()) ** 2).flatten(1).mean(dim=1)
 
 
 def latent_psnr(latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -46,10 +47,17 @@ def latent_psnr(latents: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
-def make_objective(name: str, pipe: Any, prompts: list[str], *, clip_weights: str | None = None,
+def make_objective(name: str, pipe: Any, prompts: list[str], *, decode: Decode | None = None,
+                   clip_weights: str | None = None,
                    clip_arch: str = "ViT-B-32") -> Callable[[torch.Tensor, torch.Tensor], dict[str, float]]:
     """fn(latents, reference_latents) -> {"quality": value to minimise, ...other metrics}; raises
-    ObjectiveUnavailable with the fix when the objective cannot run here."""
+    ObjectiveUnavailable with the fix when the objective cannot run here. `decode` turns final latents into
+    images (the search passes its family loop's; default: a PixArt-style VAE decode of `pipe`)."""
+    if decode is None:
+        from eval.fidelity import decode_latents
+
+        def decode(lat: torch.Tensor) -> torch.Tensor:
+            return decode_latents(pipe, lat)
     if name == "fidelity":
         def fidelity(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
             mse = float(latent_mse(lat, ref).mean())
@@ -61,17 +69,17 @@ def make_objective(name: str, pipe: Any, prompts: list[str], *, clip_weights: st
             return {"quality": PSNR_CAP_DB - db, "latent_psnr_db": db, "latent_mse": float(latent_mse(lat, ref).mean())}
         return psnr
     if name == "image-psnr":
-        return _image_psnr(pipe)
+        return _image_psnr(decode)
     if name == "adherence":
-        return _adherence(pipe, prompts)
+        return _adherence(decode, prompts)
     if name == "clip":
-        return _clip(pipe, prompts, clip_weights, clip_arch)
+        return _clip(decode, prompts, clip_weights, clip_arch)
     if name == "imagereward":
-        return _imagereward(pipe, prompts)
+        return _imagereward(decode, prompts)
     raise ValueError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
 
 
-def _image_psnr(pipe: Any):
+def _image_psnr(decode: Decode):
     """Image-PSNR deficit; the reference batch is decoded once, not per candidate (a sliced or copied
     reference with the same values reuses it too, as the multi-fidelity prompt subset does)."""
     decoded: dict[str, Any] = {"ref": None, "img": None}
@@ -79,15 +87,15 @@ def _image_psnr(pipe: Any):
     def image_psnr(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
         cached = decoded["ref"]
         if cached is None or cached.shape != ref.shape or not torch.equal(cached, ref):
-            decoded["ref"], decoded["img"] = ref.clone(), decode(pipe, ref)
-        db = psnr_per_image(decode(pipe, lat), decoded["img"]).clamp(max=PSNR_CAP_DB).mean()
+            decoded["ref"], decoded["img"] = ref.clone(), decode(ref)
+        db = psnr_per_image(decode(lat), decoded["img"]).clamp(max=PSNR_CAP_DB).mean()
         return {"quality": PSNR_CAP_DB - float(db), "psnr_db": float(db),
                 "latent_psnr_db": float(latent_psnr(lat, ref).mean()), "latent_mse": float(latent_mse(lat, ref).mean())}
 
     return image_psnr
 
 
-def _adherence(pipe: Any, prompts: list[str]):
+def _adherence(decode: Decode, prompts: list[str]):
     try:
         from eval.shapes_scorer import adherence, load_classifier
         clf = load_classifier()
@@ -108,7 +116,7 @@ def _adherence(pipe: Any, prompts: list[str]):
         ) from None
 
     def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-        u8 = to_uint8(decode(pipe, lat))  # (N, 3, H, W)
+        u8 = to_uint8(decode(lat))  # (N, 3, H, W)
         res = adherence(u8, prompts, clf)
         acc = sum(res[k] for k in ATTRIBUTES) / len(ATTRIBUTES)
         return {"quality": 1.0 - acc, "adherence": acc, "all_correct": res["all_correct"],
@@ -117,7 +125,7 @@ def _adherence(pipe: Any, prompts: list[str]):
     return score
 
 
-def _clip(pipe: Any, prompts: list[str], weights: str | None, arch: str):
+def _clip(decode: Decode, prompts: list[str], weights: str | None, arch: str):
     try:
         import open_clip
     except ImportError:
@@ -137,7 +145,7 @@ def _clip(pipe: Any, prompts: list[str], weights: str | None, arch: str):
     std = torch.tensor(model.visual.image_std or (0.26862954, 0.26130258, 0.27577711)).view(1, 3, 1, 1)
 
     def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-        img = decode(pipe, lat)
+        img = decode(lat)
         img = torch.nn.functional.interpolate(img, size=(size, size), mode="bicubic", align_corners=False)
         with torch.inference_mode():
             im = torch.nn.functional.normalize(model.encode_image((img - mean) / std), dim=-1)
@@ -147,7 +155,7 @@ def _clip(pipe: Any, prompts: list[str], weights: str | None, arch: str):
     return score
 
 
-def _imagereward(pipe: Any, prompts: list[str]):
+def _imagereward(decode: Decode, prompts: list[str]):
     try:
         import ImageReward as RM
     except ImportError:
@@ -162,7 +170,7 @@ def _imagereward(pipe: Any, prompts: list[str]):
     from PIL import Image
 
     def score(lat: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
-        imgs = to_uint8(decode(pipe, lat)).permute(0, 2, 3, 1).numpy()
+        imgs = to_uint8(decode(lat)).permute(0, 2, 3, 1).numpy()
         vals = [float(model.score(p, Image.fromarray(im))) for p, im in zip(prompts, imgs)]
         r = sum(vals) / len(vals)
         return {"quality": -r, "imagereward": r, "latent_mse": float(latent_mse(lat, ref).mean())}

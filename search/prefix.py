@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_leaves
 
 from dit_cache.schedule import Schedule
 
-from .loop import LoopState
+from .loops import LoopState
 
 
 def prefix_keys(schedule: Schedule | np.ndarray) -> list[str]:

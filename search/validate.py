@@ -32,24 +32,24 @@ import dit_cache as dc
 from dit_cache.resolve import erta_reuse_points
 from eval.fidelity import psnr, to_uint8
 
-from .loop import GUIDANCE_SCALE, pipeline_size
-from .objectives import ATTRIBUTES, decode, latent_mse, latent_psnr
+from .loops import decoder, make_loop
+from .objectives import ATTRIBUTES, latent_mse, latent_psnr
 
 
 def call_kwargs(pipe: Any, steps: int, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Pipeline call arguments of a search / validation generation: the model's call defaults (`defaults`, from
-    `dit_cache.resolve.call_defaults`; else PixArt's at the native size) at `steps`, latent output."""
-    h, w = pipeline_size(pipe)
-    base = {"guidance_scale": GUIDANCE_SCALE, "height": h, "width": w, "use_resolution_binning": False,
-            "clean_caption": False}
-    return {**base, **(defaults or {}), "num_inference_steps": steps, "output_type": "latent"}
+    `dit_cache.resolve.call_defaults`; else the pipeline's own, without resolution binning) at `steps`, latent
+    output."""
+    base = defaults if defaults is not None else dc.resolve.pipeline_defaults(pipe)
+    return {**base, "num_inference_steps": steps, "output_type": "latent"}
 
 
 def _profile_calls(pipe: Any, steps: int, calib: list[str], seed: int,
                    defaults: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Uncached calls on the calibration prompts, generated as `generate` does (the search's settings)."""
     kw = call_kwargs(pipe, steps, defaults)
-    return [{**kw, "prompt": p, "generator": torch.Generator("cpu").manual_seed(seed + i)} for i, p in enumerate(calib)]
+    return [{**kw, **dc.resolve.prompt_kwargs(pipe, p), "generator": torch.Generator("cpu").manual_seed(seed + i)}
+            for i, p in enumerate(calib)]
 
 
 def baseline_profiles(pipe: Any, steps: int, calib: list[str], seed: int = 1000,
@@ -91,14 +91,14 @@ def heldout_prompts(n: int, seed: int = 0) -> list[str]:
 
 def generate(pipe: Any, prompts: list[str], seeds: list[int], steps: int, spec: Any = None,
              batch: int = 16, defaults: dict[str, Any] | None = None) -> tuple[torch.Tensor, float]:
-    """(final latents (N, C, h, w), MACs speedup) of `pipe` under `spec` (None = uncached)."""
-    kw = call_kwargs(pipe, steps, defaults)
+    """(final latents (N, ...), MACs speedup) of `pipe` under `spec` (None = uncached): the family's denoising
+    loop (`search.loops`, bit-identical to `pipe(...)`, tested per family) under `dc.accelerate(pipe, spec)`."""
+    loops = [make_loop(pipe, prompts[i:i + batch], seeds[i:i + batch], steps, defaults)
+             for i in range(0, len(prompts), batch)]
+    loops[0].set_timesteps(pipe.scheduler)  # as `pipe(...)` does: the handle reads the step count from it
     handle = dc.accelerate(pipe, spec) if spec is not None else None
     try:
-        out = []
-        for i in range(0, len(prompts), batch):
-            gens = [torch.Generator("cpu").manual_seed(s) for s in seeds[i:i + batch]]
-            out.append(pipe(prompts[i:i + batch], generator=gens, **kw).images)
+        out = [loop.run(handle) for loop in loops]
         speedup = handle.stats.macs()["speedup"] if handle is not None else 1.0
     finally:
         if handle is not None:
@@ -164,7 +164,7 @@ def _load_front(run: Path) -> list[dc.Schedule]:
     return [dc.Schedule.load(f) for f in files]
 
 
-def _adherence_scorer(pipe: Any, prompts: list[str], shapes: bool | None):
+def _adherence_scorer(decode: Any, prompts: list[str], shapes: bool | None):
     """Shapes adherence of final latents (None unless the prompts are shapes captions, or `shapes` is False)."""
     if shapes is None:
         try:
@@ -182,7 +182,7 @@ def _adherence_scorer(pipe: Any, prompts: list[str], shapes: bool | None):
     clf = load_classifier()
 
     def scorer(lat: torch.Tensor) -> dict[str, Any]:
-        u8 = to_uint8(decode(pipe, lat))  # (N, 3, H, W)
+        u8 = to_uint8(decode(lat))  # (N, 3, H, W)
         res = adherence(u8, prompts, clf, per_sample=True)
         per = [sum(r[k] for k in ATTRIBUTES) / len(ATTRIBUTES) for r in res["per_sample"]]
         return {"adherence": sum(res[k] for k in ATTRIBUTES) / len(ATTRIBUTES), "all_correct": res["all_correct"],
@@ -206,7 +206,7 @@ def baseline_variants(pipe: Any, steps: int, dynamic: bool | str, calib: list[st
     return variants
 
 
-def _evaluate(pipe: Any, prompts: list[str], seeds: list[int], steps: int, scorer, rows: list[dict[str, Any]],
+def _evaluate(pipe: Any, decode: Any, prompts: list[str], seeds: list[int], steps: int, scorer, rows: list[dict[str, Any]],
               ref: dict[str, torch.Tensor], name: str, kind: str, spec: Any, defaults: dict[str, Any] | None = None) -> None:
     """Generate under `spec` and append its row (the first variant evaluated is the reference)."""
     try:
@@ -214,7 +214,7 @@ def _evaluate(pipe: Any, prompts: list[str], seeds: list[int], steps: int, score
     except Exception as e:  # a dynamic backend that needs a profile or does not support this model
         rows.append({"variant": name, "kind": kind, "skipped": f"{type(e).__name__}: {e}"})
         return
-    img = decode(pipe, lat)
+    img = decode(lat)
     ref.setdefault("lat", lat)
     ref.setdefault("img", img)
     row = {"variant": name, "kind": kind, "macs_speedup": speedup,
@@ -243,18 +243,19 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
     steps = front[0].steps
     pipe = pipe if pipe is not None else dc.load_pipeline(model).pipe
     defaults = dc.resolve.call_defaults(model, pipe)  # the settings the search generated with
-    scorer = _adherence_scorer(pipe, prompts, shapes)
+    decode = decoder(pipe, steps, defaults)
+    scorer = _adherence_scorer(decode, prompts, shapes)
     variants = baseline_variants(pipe, steps, dynamic, calib, defaults)
     rows: list[dict[str, Any]] = []
     ref: dict[str, torch.Tensor] = {}
     with torch.inference_mode(), tqdm(total=len(variants), desc="validate", unit="variant", disable=not progress) as bar:
         for v in variants:  # uncached first: it is the reference
-            _evaluate(pipe, prompts, seeds, steps, scorer, rows, ref, *v, defaults=defaults)
+            _evaluate(pipe, decode, prompts, seeds, steps, scorer, rows, ref, *v, defaults=defaults)
             bar.update()
         chosen = [(s.name, "front", s) for s in select_front(front, rows, front_max)]  # the points the baselines call for
         bar.total += len(chosen)
         for v in chosen:
-            _evaluate(pipe, prompts, seeds, steps, scorer, rows, ref, *v, defaults=defaults)
+            _evaluate(pipe, decode, prompts, seeds, steps, scorer, rows, ref, *v, defaults=defaults)
             bar.update()
     return {"front_total": len(front), "run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
             "rows": rows, "verdicts": verdicts(rows)}
@@ -385,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a `dit-cache search` output folder (reads RUN/front/*.json)")
     p.add_argument("--model", default="tiny", help="the model the run searched: tiny (default), "
-                   "random-tiny[:pixart[:LAYERS]], a PixArt pipeline folder or hub id")
+                   "random-tiny[:FAMILY[:LAYERS]], a pipeline folder or hub id of any family")
     p.add_argument("--prompts", default=None, help="prompts file (default: held-out shapes captions)")
     p.add_argument("--num-prompts", type=int, default=64, help="number of prompts (default 64)")
     p.add_argument("--seed", type=int, default=10_000, help="first noise seed (default 10000, unlike the search's)")

@@ -289,9 +289,6 @@ def make_pool(spec: EvalSpec, workers: int = 1, backend: str = "local", pipe: An
         return AcceleratePool(spec, pipe)
     if backend == "local" and workers == 1:
         return InProcessPool(spec, pipe)
-    import dit_cache as dc
-
-    nb = len(dc.space_of(pipe.transformer).block_ids) if pipe is not None else 0
-    if backend == "ray":
-        return RayPool(spec, workers, nb)
-    return ProcessPool(spec, workers, nb)
+    if backend == "ray":  # (block evaluations per step: set by the search from its cost evaluator)
+        return RayPool(spec, workers, 0)
+    return ProcessPool(spec, workers, 0)

@@ -78,3 +78,17 @@ def test_readme_resample_table_is_resample_json() -> None:
     spec.loader.exec_module(mod)
     table = mod.table(_load("resample.json")["rows"])
     assert table in README and table == (RESULTS / "resample.md").read_text()
+
+
+def test_search_families_table_is_its_json() -> None:
+    """docs/search.md's per-family plumbing table is benchmarks/results/search_families.json, re-rendered; each
+    family's run met the acceptance bar (≥ 2.5× prefix-sharing saving, front MACs reproduced by the runtime)."""
+    spec = importlib.util.spec_from_file_location("bench_search_families", ROOT / "benchmarks" / "search_families.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = _load("search_families.json")
+    table = mod.table(res["rows"])
+    assert table == res["table_md"] and table in (ROOT / "docs" / "search.md").read_text()
+    assert sorted(r["family"] for r in res["rows"]) == sorted(mod.FAMILIES)
+    assert res["settings"]["generations"] >= 6
+    assert all(r["prefix_sharing_saving"] >= 2.5 and r["front_macs_reproduced"] for r in res["rows"])

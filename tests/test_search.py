@@ -64,7 +64,7 @@ def _pipe_latents(pipe, ev: Evaluator, schedule) -> torch.Tensor:
 
 
 def test_loop_reproduces_pipeline_bit_for_bit(pipe):
-    from search.loop import PixArtLoop
+    from search.loops import PixArtLoop
 
     loop = PixArtLoop(pipe, PROMPTS[:3], [5, 6, 7], STEPS)
     ours = loop.run()
@@ -121,7 +121,7 @@ def test_spilling_saves_steps_under_the_same_budget():
 
 
 def test_state_cache_spills_and_reloads_exactly(tmp_path):
-    from search.loop import LoopState
+    from search.loops import LoopState
 
     big = torch.randn(1000)
     st = LoopState(3, torch.randn(2, 4), {"hist": [big, big[:10]], "n": 2}, [torch.arange(5, dtype=torch.uint8)],
@@ -142,7 +142,7 @@ def test_state_cache_spills_and_reloads_exactly(tmp_path):
 
 
 def test_state_cache_lru_and_byte_accounting():
-    from search.loop import LoopState
+    from search.loops import LoopState
 
     def state(n: int) -> LoopState:
         return LoopState(0, torch.zeros(n), None, [], {"backend": {0: {(0, 0): torch.zeros(n)}}})
@@ -597,9 +597,9 @@ def forecast_run(pipe, tmp_path_factory):
 
 def _loop(pipe, prompts, seeds):
     """The search's loop for `prompts`: the call defaults of --model random-tiny, as `pipe(...)` and eval use."""
-    from search.loop import PixArtLoop
+    from search.loops import make_loop
 
-    return PixArtLoop.from_call_defaults(pipe, prompts, seeds, STEPS, dc.resolve.call_defaults("random-tiny", pipe))
+    return make_loop(pipe, prompts, seeds, STEPS, dc.resolve.call_defaults("random-tiny", pipe))
 
 
 def _latents_under(pipe, path, prompts, seeds):
@@ -697,8 +697,8 @@ def test_forecast_seed_must_match_the_search_encoding(pipe, prompts_file, tmp_pa
 def test_adherence_objective_and_validation_on_the_embedded_model(tmp_path):
     """Adherence = mean attribute accuracy of the shapes scorer, the same number in the objective and validate."""
     from dit_cache.zoo import load
+    from eval.fidelity import decode_latents
     from eval.shapes_scorer import adherence
-    from search.objectives import decode as decode_latents
     from search.validate import heldout_prompts, validate
 
     tiny = load()
