@@ -222,6 +222,31 @@ def cmd_schedule_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule_transfer(args: argparse.Namespace) -> int:
+    """Map a schedule to another step count (`Schedule.resample`) and/or block count (`Schedule.to_space`)."""
+    if args.model and (args.family or args.config):
+        raise ValueError("give the target model either as --model or as --family with --config, not both")
+    if bool(args.config) != bool(args.family):
+        raise ValueError("give --family and --config together (the target model config)")
+    if not (args.steps or args.model or args.config):
+        raise ValueError("nothing to transfer to: give --steps T and/or the target model (--model, or --family "
+                         "with --config)")
+    check_out_file(args.out, "--out")
+    sched = _load_any_schedule(args.schedule)
+    if args.model:
+        from .resolve import load_pipeline
+        from .runtime import space_of
+
+        sched = sched.to_space(space_of(load_pipeline(args.model).pipe.transformer))
+    elif args.config:
+        sched = sched.to_space(_space_from_args(args)[0])
+    if args.steps:
+        sched = sched.resample(args.steps)
+    sched.save(args.out)
+    print(f"wrote {args.out}: {sched!r}")
+    return 0
+
+
 # -- profile ------------------------------------------------------------------------------------
 def _pipeline_and_calls(model: str, prompts: list[str], steps: int, seed: int):
     """(pipeline, one call's kwargs per prompt) for any `--model` (`dit_cache.load_pipeline`)."""
@@ -316,6 +341,17 @@ def _add_schedule(sub) -> None:
     q.add_argument("schedule")
     q.add_argument("--out", "-o", required=True)
     q.set_defaults(func=cmd_schedule_export_ecad)
+    q = ssub.add_parser("transfer", help="map a schedule to another step count and/or block count of its family",
+                        description="Steps: each cell keeps its compute density and rhythm (FORA-N stays FORA-N; "
+                                    "`Schedule.resample`). Blocks: matched per block group by relative depth "
+                                    "(`Schedule.to_space`), e.g. a schedule of a 12-block model on a 28-block one.")
+    q.add_argument("schedule", help="dit-cache or ECAD JSON")
+    q.add_argument("--steps", type=positive_int, default=None, help="target step count")
+    q.add_argument("--model", default=None, help="target model (any --model value: tiny, random-tiny:FAMILY:LAYERS, "
+                   "a folder, a hub id); its transformer gives the block count")
+    _model_args(q, required=False)
+    q.add_argument("--out", "-o", required=True, help="output JSON path")
+    q.set_defaults(func=cmd_schedule_transfer)
     q = ssub.add_parser("check", help="validate a schedule file, optionally against a model config")
     q.add_argument("schedule")
     _model_args(q, required=False)

@@ -107,6 +107,14 @@ class ScheduleSpace:
         return None
 
 
+def _block_groups(ids: Sequence[str]) -> dict[str, list[int]]:
+    """Block indices per group, the group being an id's non-numeric prefix ("" for "0", "single_" for "single_3")."""
+    groups: dict[str, list[int]] = {}
+    for i, b in enumerate(ids):
+        groups.setdefault(b.rstrip("0123456789"), []).append(i)
+    return groups
+
+
 def _ids(ids: Sequence[str]) -> str:
     return f"{ids[0]}..{ids[-1]}" if len(ids) > 3 else ", ".join(ids)
 
@@ -290,6 +298,37 @@ class Schedule:
             fc = np.take_along_axis(self.forecast[None], dist.argmin(1)[:, None], 1)[:, 0] & ~arr
         meta = {**self.metadata, "name": f"{self.name}@{self.steps}to{steps}", "resampled_from_steps": self.steps}
         return Schedule(arr, self.space, meta, fc, self.forecast_order)
+
+    def to_space(self, space: ScheduleSpace) -> Schedule:
+        """The schedule for another block count of the same family (e.g. a deeper variant).
+
+        Blocks are matched per block group (the ids' prefix: FLUX's double blocks "0".. and single blocks
+        "single_0"..) by relative depth: new block j of n' takes the cells of old block round(j·(n−1)/(n'−1))
+        of n, so the first and last blocks map to each other and every block of the target is covered. Cells
+        the target's blocks lack stay computed; a target cell the old block lacked computes.
+        """
+        if space == self.space:
+            return self
+        if space.family != self.space.family or space.components != self.space.components:
+            raise ScheduleError(f"schedule {self.name!r} transfers to another block count of its family "
+                                f"({self.space.family}, components {list(self.space.components)}); the target is "
+                                f"{space.family} with {list(space.components)}")
+        old, new = _block_groups(self.space.block_ids), _block_groups(space.block_ids)
+        if list(old) != list(new):
+            raise ScheduleError(f"schedule {self.name!r} has block groups {list(old) or ['(numbered)']} but the "
+                                f"target has {list(new) or ['(numbered)']}: blocks cannot be matched")
+        src = np.zeros(len(space.block_ids), dtype=int)
+        for g, idx in new.items():
+            o = old[g]
+            pos = np.rint(np.arange(len(idx)) * (len(o) - 1) / max(1, len(idx) - 1)).astype(int)
+            src[idx] = np.asarray(o)[pos]
+        arr = self.compute[:, src].copy()
+        arr[:, ~space.applicable] = True
+        arr[:, space.applicable & ~self.space.applicable[src]] = True
+        fc = None if self.forecast is None else self.forecast[:, src] & ~arr
+        meta = {**self.metadata, "name": f"{self.name}@{len(space.block_ids)}blocks",
+                "transferred_from_blocks": len(self.space.block_ids)}
+        return Schedule(arr, space, meta, fc, self.forecast_order)
 
     # -- JSON --------------------------------------------------------------------------------
     def _cells_json(self) -> list[list[str]]:

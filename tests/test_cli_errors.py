@@ -54,7 +54,7 @@ CASES = [  # (argv with {t} = the tmp folder, needles in the message)
     (["macs", *PIXART, "--schedule", "{t}/missing.json"], ["missing.json"]),
     (["macs", *PIXART, "--schedule", "{t}/junk.json"], ["junk.json"]),
     (["macs", "--family", "nope", "--config", CONFIG], ["--family"]),
-    # schedule make / show / check / import-ecad / export-ecad
+    # schedule make / show / check / transfer / import-ecad / export-ecad
     (["schedule", "make", "fora:2", *PIXART, "-o", "{t}/f.txt/x.json"], ["--out", "is a file"]),
     (["schedule", "make", "fora:2", *PIXART, "-o", "{t}"], ["is a folder"]),
     (["schedule", "make", "fora:2", *PIXART, "--steps", "0", "-o", "{t}/x.json"], ["--steps must be >= 1"]),
@@ -65,6 +65,13 @@ CASES = [  # (argv with {t} = the tmp folder, needles in the message)
     (["schedule", "check", "{t}/fora2.json", "--config", CONFIG], ["--family"]),
     (["schedule", "check", "{t}/fora2.json", "--family", "pixart"], ["--config"]),
     (["schedule", "check", "{t}/missing.json"], ["missing.json"]),
+    (["schedule", "transfer", "{t}/missing.json", "--steps", "10", "-o", "{t}/x.json"], ["missing.json"]),
+    (["schedule", "transfer", "{t}/fora2.json", "-o", "{t}/x.json"], ["nothing to transfer to"]),
+    (["schedule", "transfer", "{t}/fora2.json", "--steps", "0", "-o", "{t}/x.json"], ["--steps must be >= 1"]),
+    (["schedule", "transfer", "{t}/fora2.json", "--steps", "10", "-o", "{t}"], ["is a folder"]),
+    (["schedule", "transfer", "{t}/fora2.json", "--model", "random-tiny:sd3", "-o", "{t}/x.json"],
+     ["another block count of its family"]),
+    (["schedule", "transfer", "{t}/fora2.json", "--model", "tiny", *PIXART, "-o", "{t}/x.json"], ["not both"]),
     (["schedule", "import-ecad", "{t}/missing.json", "-o", "{t}/x.json"], ["missing.json"]),
     (["schedule", "import-ecad", "{t}/fora2.ecad.json", "-o", "{t}/f.txt/x.json"], ["is a file"]),
     (["schedule", "export-ecad", "{t}/missing.json", "-o", "{t}/x.json"], ["missing.json"]),

@@ -92,3 +92,12 @@ def test_search_families_table_is_its_json() -> None:
     assert sorted(r["family"] for r in res["rows"]) == sorted(mod.FAMILIES)
     assert res["settings"]["generations"] >= 6
     assert all(r["prefix_sharing_saving"] >= 2.5 and r["front_macs_reproduced"] for r in res["rows"])
+
+
+def test_transfer_table_is_its_json() -> None:
+    spec = importlib.util.spec_from_file_location("bench_transfer", ROOT / "benchmarks" / "transfer.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    table = mod.table(_load("transfer.json")["rows"])
+    assert table == (RESULTS / "transfer.md").read_text() and table in (ROOT / "docs" / "search.md").read_text()
+    assert sorted({r["steps"] for r in _load("transfer.json")["rows"]}) == [10, 15, 30, 50]

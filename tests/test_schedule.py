@@ -145,3 +145,42 @@ def test_resample_edges(pixart_space):
             s.resample(bad)
     f = s.with_forecast(order=2).resample(10)
     assert f.forecast_order == 2 and np.array_equal(f.forecast_mask, ~f.compute)
+
+
+def test_to_space_maps_blocks_by_relative_depth_per_group():
+    """FLUX 2+2 blocks -> 5+2: ends map to ends within each group, the round trip is exact, the runtime runs it."""
+    import dit_cache as dc
+
+    small = dc.load_pipeline("random-tiny:flux:2").pipe
+    deep = dc.load_pipeline("random-tiny:flux:5").pipe
+    sa, sb = dc.space_of(small.transformer), dc.space_of(deep.transformer)
+    s = dc.random_schedule(sa, 6, 0.5, seed=1)
+    t = s.to_space(sb)
+    assert t.space == sb and t.metadata["transferred_from_blocks"] == 4
+    for new, old in ((0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 3)):  # round(j*(2-1)/(5-1)) per group
+        assert np.array_equal(t.compute[:, new], s.compute[:, old]), (new, old)
+    assert np.array_equal(t.to_space(sa).compute, s.compute)
+    assert s.to_space(sa) is s
+    with dc.accelerate(deep, t) as h:
+        from dit_cache.zoo.tiny_random import tiny_call_kwargs
+
+        deep(**tiny_call_kwargs("flux", num_inference_steps=6))
+        assert h.stats.skipped > 0
+    sd3 = dc.space_of(dc.load_pipeline("random-tiny:sd3").pipe.transformer)
+    with pytest.raises(dc.ScheduleError, match="another block count of its family"):
+        s.to_space(sd3)
+
+
+def test_schedule_transfer_cli(tmp_path, capsys):
+    import dit_cache as dc
+    from dit_cache.cli import main
+
+    space = dc.space_of(dc.load_pipeline("random-tiny:pixart:4").pipe.transformer)
+    dc.fora(space, 20, 2).save(tmp_path / "f.json")
+    assert main(["schedule", "transfer", str(tmp_path / "f.json"), "--model", "random-tiny:pixart:6", "--steps", "10",
+                 "-o", str(tmp_path / "t.json")]) == 0
+    t = dc.Schedule.load(tmp_path / "t.json")
+    assert t.steps == 10 and len(t.space.block_ids) == 6
+    assert np.array_equal(t.compute, dc.fora(t.space, 10, 2).compute)  # FORA-2 stays FORA-2 at 6 blocks, 10 steps
+    assert main(["schedule", "transfer", str(tmp_path / "f.json"), "-o", str(tmp_path / "u.json")]) == 2
+    assert "nothing to transfer to" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from .base import Adapter, BlockGroup, InputSpec, Site
 __all__ = ["Adapter", "BlockGroup", "InputSpec", "Site", "families", "get_adapter", "register_adapter"]
 
 _REGISTRY: dict[str, Adapter] = {}
+_INFERRED: dict[str, Adapter] = {}  # generic adapters inferred so far, by family (generic-<ClassName>)
 
 _REGISTER_HELP = """\
 To support another transformer class, register an adapter that names its block lists and components:
@@ -46,20 +47,25 @@ def families() -> tuple[str, ...]:
 
 
 def get_adapter(model_or_family: nn.Module | str) -> Adapter:
-    """Adapter for a transformer instance (matched by class name, including base classes) or a family name."""
+    """Adapter for a transformer instance (matched by class name, including base classes; else inferred from its
+    module tree, `adapters.generic`) or a family name."""
     if isinstance(model_or_family, str):
-        if model_or_family not in _REGISTRY:
+        found = _REGISTRY.get(model_or_family) or _INFERRED.get(model_or_family)
+        if found is None:
             raise ValueError(f"unknown model family {model_or_family!r}; known families: {', '.join(_REGISTRY)}")
-        return _REGISTRY[model_or_family]
+        return found
     names = [c.__name__ for c in type(model_or_family).__mro__]
     for adapter in _REGISTRY.values():
         if any(n in adapter.class_names for n in names):
             return adapter
-    supported = ", ".join(n for a in _REGISTRY.values() for n in a.class_names)
-    raise TypeError(
-        f"dit-cache has no adapter for {type(model_or_family).__name__}. Supported transformer classes: "
-        f"{supported}.\n{_REGISTER_HELP}"
-    )
+    known = _INFERRED.get(f"generic-{type(model_or_family).__name__}")
+    if known is not None:
+        return known
+    from .generic import infer_adapter
+
+    adapter = infer_adapter(model_or_family)  # TypeError naming what it could not identify
+    _INFERRED[adapter.family] = adapter
+    return adapter
 
 
 for _m in (pixart, dit, flux, sd3, wan):

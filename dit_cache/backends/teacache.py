@@ -7,7 +7,9 @@ of a model forward), per family:
 
 * flux, sd3, dit: ``block.norm1(hidden_states, temb / timestep, ...)[0]`` (AdaLayerNormZero output);
 * pixart: ``norm1(h) · (1 + scale_msa) + shift_msa`` from ``scale_shift_table + timestep`` (adaLN-single);
-* wan: the same from ``scale_shift_table + temb`` in float32.
+* wan: the same from ``scale_shift_table + temb`` in float32;
+* a transformer with an inferred adapter (``generic-*``, `adapters.generic`): block 0's input hidden states
+  (its modulation is unknown).
 
 For flux/sd3/dit this re-runs norm1's small adaLN linear once per call (not counted in MACs).
 """
@@ -62,6 +64,8 @@ def modulated_input(family: str, block: torch.nn.Module, args: tuple, kwargs: di
         else:  # (B, 6, D)
             shift, scale = (block.scale_shift_table + temb.float()).chunk(6, dim=1)[:2]
         return block.norm1(hs.float()) * (1 + scale) + shift
+    if family.startswith("generic-"):  # an inferred adapter: block 0's input change (no known modulation)
+        return hs
     check_family("TeaCache", family, FAMILIES)
     raise AssertionError("unreachable")
 
@@ -95,7 +99,8 @@ class TeaCacheConfig(BackendConfig):
 
     def build_backend(self, space: ScheduleSpace, transformer: nn.Module) -> TeaCacheBackend:
         """A backend for `transformer` (families: pixart, dit, flux, sd3, wan; a profile must be for this model)."""
-        check_family("TeaCache", space.family, FAMILIES)
+        if not space.family.startswith("generic-"):
+            check_family("TeaCache", space.family, FAMILIES)
         coeffs = self.coefficients
         prof = None
         if self.profile is not None:
