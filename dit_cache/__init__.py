@@ -11,6 +11,7 @@ from .backends.cg_taylor import CGTaylorConfig
 from .backends.delta_dit import DeltaDiTConfig
 from .backends.erta import ERTACacheConfig
 from .backends.first_block import FirstBlockCacheConfig
+from .backends.limits import SkipLimits
 from .backends.taylorseer import TaylorSeerConfig
 from .backends.teacache import TeaCacheConfig
 from .ecad import from_ecad, load_ecad, save_ecad, to_ecad
@@ -80,6 +81,7 @@ __all__ = [
     "ScheduleError",
     "ScheduleSpace",
     "ScheduleWarning",
+    "SkipLimits",
     "StaticScheduleBackend",
     "StepCost",
     "TaylorSeerConfig",

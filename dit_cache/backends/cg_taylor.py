@@ -11,6 +11,7 @@ from torch import nn
 
 from ..schedule import ScheduleSpace
 from .base import BackendConfig, BlockBackend, StepContext, Streams, rel_l1
+from .limits import SkipCounter, SkipLimits
 from .taylorseer import TaylorFactors
 
 
@@ -28,16 +29,20 @@ class CGTaylorConfig(BackendConfig):
     The first ``warmup`` steps and the last step always run. CFG: the gate is taken on the conditional
     branch (the first call at a timestep) and its decision reused for the others, which then skip block 0
     too; with batched CFG it is taken on the whole batch. Defaults: orders 1/1, τ = 0.05 (their repos use
-    0.03–0.13 on FLUX, 0.008 on DiT), warm-up 3. ``threshold=0`` never skips.
+    0.03–0.13 on FLUX, 0.008 on DiT), warm-up 3. ``threshold=0`` never skips. ``limits`` (`SkipLimits`):
+    max consecutive / total skips and forced refresh steps on top (its warm-up adds to ``warmup``).
     """
 
     threshold: float = 0.05
     order_first: int = 1
     order_last: int = 1
     warmup: int = 3
+    limits: SkipLimits = field(default_factory=SkipLimits)
 
     def __post_init__(self) -> None:
         self.check_values()
+        if not isinstance(self.limits, SkipLimits):
+            raise ValueError(f"{type(self).__name__}.limits must be a SkipLimits, got {self.limits!r}")
         if self.threshold < 0 or self.order_first < 0 or self.order_last < 0 or self.warmup < 1:
             raise ValueError(
                 "CGTaylorConfig needs threshold >= 0, orders >= 0, warmup >= 1 "
@@ -61,10 +66,11 @@ class CGTaylorBackend(BlockBackend):
     last: dict[int, TaylorFactors] = field(default_factory=dict)  # per branch
     decisions: dict[int, bool] = field(default_factory=dict)  # step -> skipped (taken on branch 0)
     errors: dict[int, float] = field(default_factory=dict)  # step -> gate error e
+    count: SkipCounter = field(default_factory=SkipCounter)  # the gate branch's skips
 
     def begin_generation(self, ctx: StepContext) -> None:
         """Forget the previous generation."""
-        self.first, self.last, self.decisions, self.errors = TaylorFactors(), {}, {}, {}
+        self.first, self.last, self.decisions, self.errors, self.count = TaylorFactors(), {}, {}, {}, SkipCounter()
 
     def _forecast(self, ctx: StepContext, block: int) -> tuple[Streams, int]:
         return self.last[ctx.branch].forecast(ctx.step), self.n_blocks - 1
@@ -83,12 +89,12 @@ class CGTaylorBackend(BlockBackend):
         c = self.config
         if block == 0 and ctx.branch == 0:
             last_step = ctx.num_steps is not None and ctx.step >= ctx.num_steps - 1
-            skip = False
+            gate = False
             if ctx.step >= c.warmup and not last_step and c.threshold > 0 and self.first.factors and 0 in self.last:
                 e = rel_l1(self.first.forecast(ctx.step), streams_out)
                 self.errors[ctx.step] = e
-                skip = e < c.threshold
-            self.decisions[ctx.step] = skip
+                gate = e < c.threshold
+            skip = self.decisions[ctx.step] = self.count.decide(c.limits, ctx.step, gate)
             if not skip:
                 self.first.update(streams_out, ctx.step, c.order_first)
         if block == self.n_blocks - 1:

@@ -17,6 +17,7 @@ from .base import (
     streams_sub,
     tensor_bytes,
 )
+from .limits import SkipCounter, SkipLimits
 
 
 @dataclass
@@ -31,13 +32,17 @@ class FirstBlockCacheConfig(BackendConfig):
 
     Step 0 always runs. Separate state per CFG branch (separate cond/uncond calls); with batched CFG
     the gate is taken on the whole batch. diffusers default τ = 0.05 (FLUX 1.55× at τ = 0.08).
-    ``threshold=0`` never skips.
+    ``threshold=0`` never skips. ``limits`` (`SkipLimits`): warm-up, max consecutive / total skips, forced
+    refresh steps, per CFG branch.
     """
 
     threshold: float = 0.05
+    limits: SkipLimits = field(default_factory=SkipLimits)
 
     def __post_init__(self) -> None:
         self.check_values()
+        if not isinstance(self.limits, SkipLimits):
+            raise ValueError(f"{type(self).__name__}.limits must be a SkipLimits, got {self.limits!r}")
         if self.threshold < 0:
             raise ValueError(f"FirstBlockCacheConfig.threshold must be >= 0, got {self.threshold}")
 
@@ -51,6 +56,7 @@ class _BranchState:
     r_ref: Streams | None = None  # first-block residual of the last full step
     tail: Streams | None = None  # out_{L−1} − out₀ of the last full step
     out0: Streams | None = None  # block-0 output of the current full step (until the last block)
+    count: SkipCounter = field(default_factory=SkipCounter)
     skip: bool = False  # decision for the current call
 
 
@@ -79,10 +85,11 @@ class FirstBlockCacheBackend(BlockBackend):
         if block == 0:
             st = self.state.setdefault(ctx.branch, _BranchState())
             r = streams_sub(streams_out, streams_in)
-            st.skip = (
+            gate = (
                 self.n_blocks > 1 and ctx.step > 0 and st.r_ref is not None and st.tail is not None
                 and self.config.threshold > 0 and rel_l1(r, st.r_ref) < self.config.threshold
             )
+            st.skip = st.count.decide(self.config.limits, ctx.step, gate)
             if not st.skip:
                 st.r_ref, st.out0 = r, streams_out
         if block == self.n_blocks - 1 and self.n_blocks > 1:

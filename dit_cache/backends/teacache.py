@@ -39,6 +39,7 @@ from .base import (
     streams_add,
     tensor_bytes,
 )
+from .limits import SkipCounter, SkipLimits
 
 FAMILIES = ("pixart", "dit", "flux", "sd3", "wan")
 # Published TeaCache polynomial for FLUX.1-dev (rel-L1 of modulated input -> of output), highest power first.
@@ -83,15 +84,19 @@ class TeaCacheConfig(BackendConfig):
     First and last steps always run. ``coefficients`` (highest power first) or ``profile`` (a JSON from
     `dit-cache profile --backend teacache`, which fits p on calibration prompts); neither = p(x) = x.
     Published δ for FLUX: 0.25 / 0.4 / 0.6 / 0.8 → 1.5 / 1.8 / 2.0 / 2.25× with `FLUX_DEV_COEFFICIENTS`.
-    ``threshold=0`` never skips. Separate state per CFG branch.
+    ``threshold=0`` never skips. Separate state per CFG branch. ``limits`` (`SkipLimits`): warm-up, max
+    consecutive / total skips, forced refresh steps (an overruled skip resets A like a computed step).
     """
 
     threshold: float = 0.25
     coefficients: Sequence[float] | None = None
     profile: str | Path | dict | None = None
+    limits: SkipLimits = field(default_factory=SkipLimits)
 
     def __post_init__(self) -> None:
         self.check_values()
+        if not isinstance(self.limits, SkipLimits):
+            raise ValueError(f"{type(self).__name__}.limits must be a SkipLimits, got {self.limits!r}")
         if self.threshold < 0:
             raise ValueError(f"TeaCacheConfig.threshold must be >= 0, got {self.threshold}")
         if self.coefficients is not None and self.profile is not None:
@@ -120,6 +125,7 @@ class _BranchState:
     residual: Streams | None = None  # whole-stack residual of the last full step
     in0: Streams | None = None  # stack input during a full step
     acc: float = 0.0
+    count: SkipCounter = field(default_factory=SkipCounter)
 
 
 @dataclass
@@ -147,10 +153,11 @@ class TeaCacheBackend(StackResidualMixin):
         with torch.no_grad():
             m = modulated_input(self.family, *inputs)
         last = ctx.num_steps is not None and ctx.step >= ctx.num_steps - 1
-        skip = False
+        gate = False
         if st.prev_m is not None and st.residual is not None and ctx.step > 0 and not last and self.config.threshold > 0:
             st.acc += float(np.polyval(self.coefficients, rel_l1((m,), (st.prev_m,))))
-            skip = st.acc < self.config.threshold
+            gate = st.acc < self.config.threshold
+        skip = st.count.decide(self.config.limits, ctx.step, gate)
         if not skip:
             st.acc = 0.0
         st.prev_m = m
