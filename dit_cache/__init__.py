@@ -12,6 +12,7 @@ from .backends.delta_dit import DeltaDiTConfig
 from .backends.erta import ERTACacheConfig
 from .backends.first_block import FirstBlockCacheConfig
 from .backends.limits import SkipLimits
+from .backends.magcache import MagCacheConfig
 from .backends.taylorseer import TaylorSeerConfig
 from .backends.teacache import TeaCacheConfig
 from .ecad import from_ecad, load_ecad, save_ecad, to_ecad
@@ -76,6 +77,7 @@ __all__ = [
     "FirstBlockCacheConfig",
     "InputSpec",
     "LoadedModel",
+    "MagCacheConfig",
     "ModelSpec",
     "Schedule",
     "ScheduleError",

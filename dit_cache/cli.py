@@ -269,6 +269,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
         prof = profile_erta(pipe, calls, num_reuse=args.num_reuse, max_consecutive=args.max_consecutive,
                             ridge=args.ridge, criterion=args.criterion, model=args.model)
         what = f"reuse steps {prof['reuse_steps']}, phi {[round(prof['phi'][i], 4) for i in prof['reuse_steps']]}"
+    elif args.backend == "magcache":
+        from .backends.magcache import calibrate_magcache
+
+        prof = calibrate_magcache(pipe, calls, model=args.model)
+        what = f"magnitude ratios {[round(r, 4) for r in prof['mag_ratios']]}"
     else:
         from .backends.teacache import calibrate_teacache
 
@@ -359,10 +364,10 @@ def _add_schedule(sub) -> None:
 
 
 def _add_profile(sub) -> None:
-    p = sub.add_parser("profile", help="profile ERTACache / calibrate TeaCache on calibration prompts",
+    p = sub.add_parser("profile", help="profile ERTACache / calibrate TeaCache or MagCache on calibration prompts",
                        description="Run the model uncached on calibration prompts and write a JSON profile for a "
                                    "dynamic backend (tied to this model and step count).")
-    p.add_argument("--backend", required=True, choices=("erta", "teacache"))
+    p.add_argument("--backend", required=True, choices=("erta", "teacache", "magcache"))
     p.add_argument("--model", default="tiny", help="tiny (embedded model), random-tiny[:FAMILY[:LAYERS]] (random "
                    "weights), a pipeline folder or a hub id")
     p.add_argument("--prompts", required=True, help="text file, one prompt per line")

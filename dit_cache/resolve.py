@@ -21,6 +21,7 @@ its display name); empty fields take the default (``delta-dit:4::12``):
     first-block[:TAU]                      FirstBlockCacheConfig                     first-block-0.1
     delta-dit[:N[:BLOCKS[:BOUNDARY]]]      DeltaDiTConfig                            delta-dit-4-k6-b8
     cg-taylor[:TAU[:O1[:OL[:WARMUP]]]]     CGTaylorConfig                            cg-taylor-0.05-w2
+    magcache:PROFILE[:DELTA[:K]]           MagCacheConfig (profile required)         magcache-PROFILE-0.1
     erta:PROFILE[:SELECT[:RES[:INT]]]      ERTACacheConfig (profile required)        erta-PROFILE
     FILE.json                              dit-cache or ECAD schedule file           its name (or file stem)
 
@@ -42,6 +43,7 @@ from .backends.cg_taylor import CGTaylorConfig
 from .backends.delta_dit import DeltaDiTConfig
 from .backends.erta import ERTACacheConfig
 from .backends.first_block import FirstBlockCacheConfig
+from .backends.magcache import MagCacheConfig
 from .backends.taylorseer import TaylorSeerConfig
 from .backends.teacache import TeaCacheConfig
 from .schedule import (
@@ -327,6 +329,8 @@ _KINDS: dict[str, _Kind] = {k.name: k for k in (
     _Kind("cg-taylor", (_Field("threshold", "TAU", _FLOAT, 0.05), _Field("order_first", "O1", _INT, 1, "of"),
                         _Field("order_last", "OL", _INT, 1, "ol"), _Field("warmup", "WARMUP", _INT, 3, "w")),
           lambda a, sp, n: CGTaylorConfig(**a)),
+    _Kind("magcache", (_Field("profile", "PROFILE", str), _Field("threshold", "DELTA", _FLOAT, 0.06),
+                       _Field("max_skip_steps", "K", _INT, 3, "k")), lambda a, sp, n: MagCacheConfig(**a)),
     _Kind("erta", (_Field("profile", "PROFILE", str), _Field("select", "SELECT", _select, "profile"),
                    _Field("residual_correction", "RES", _bool, True, "res"),
                    _Field("interval_correction", "INT", _bool, True, "int")), lambda a, sp, n: ERTACacheConfig(**a)),
@@ -419,7 +423,7 @@ def _from_file(text: str, space: ScheduleSpace | None, steps: int | None, resamp
             data = None
         if isinstance(data, dict) and data.get("format") == FORMAT:
             backend = data.get("backend")
-            use = f"erta:{text}" if backend == "erta" else f"teacache:DELTA:{text}"
+            use = {"erta": f"erta:{text}", "magcache": f"magcache:{text}"}.get(backend, f"teacache:DELTA:{text}")
             raise ScheduleError(f"{text} is a {backend} profile, not a schedule: use the spec {use}") from None
         raise
     if space is not None:
