@@ -7,6 +7,7 @@
 
 from .adapters import Adapter, BlockGroup, InputSpec, families, get_adapter, register_adapter
 from .backends import Backend, BackendConfig, BlockBackend, StaticScheduleBackend
+from .backends.cfg_cache import CFGCacheConfig
 from .backends.cg_taylor import CGTaylorConfig
 from .backends.delta_dit import DeltaDiTConfig
 from .backends.erta import ERTACacheConfig
@@ -69,6 +70,7 @@ __all__ = [
     "Baseline",
     "BlockBackend",
     "BlockGroup",
+    "CFGCacheConfig",
     "CGTaylorConfig",
     "CacheHandle",
     "CacheSpec",

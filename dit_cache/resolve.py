@@ -21,6 +21,7 @@ its display name); empty fields take the default (``delta-dit:4::12``):
     first-block[:TAU]                      FirstBlockCacheConfig                     first-block-0.1
     delta-dit[:N[:BLOCKS[:BOUNDARY]]]      DeltaDiTConfig                            delta-dit-4-k6-b8
     cg-taylor[:TAU[:O1[:OL[:WARMUP]]]]     CGTaylorConfig                            cg-taylor-0.05-w2
+    cfg-cache[:N[:WARMUP]]                 CFGCacheConfig (separate CFG calls)       cfg-cache-3-w1
     magcache:PROFILE[:DELTA[:K]]           MagCacheConfig (profile required)         magcache-PROFILE-0.1
     erta:PROFILE[:SELECT[:RES[:INT]]]      ERTACacheConfig (profile required)        erta-PROFILE
     FILE.json                              dit-cache or ECAD schedule file           its name (or file stem)
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .backends.cfg_cache import CFGCacheConfig
 from .backends.cg_taylor import CGTaylorConfig
 from .backends.delta_dit import DeltaDiTConfig
 from .backends.erta import ERTACacheConfig
@@ -329,6 +331,8 @@ _KINDS: dict[str, _Kind] = {k.name: k for k in (
     _Kind("cg-taylor", (_Field("threshold", "TAU", _FLOAT, 0.05), _Field("order_first", "O1", _INT, 1, "of"),
                         _Field("order_last", "OL", _INT, 1, "ol"), _Field("warmup", "WARMUP", _INT, 3, "w")),
           lambda a, sp, n: CGTaylorConfig(**a)),
+    _Kind("cfg-cache", (_Field("interval", "N", _INT, 2), _Field("warmup", "WARMUP", _INT, 2, "w")),
+          lambda a, sp, n: CFGCacheConfig(**a)),
     _Kind("magcache", (_Field("profile", "PROFILE", str), _Field("threshold", "DELTA", _FLOAT, 0.06),
                        _Field("max_skip_steps", "K", _INT, 3, "k")), lambda a, sp, n: MagCacheConfig(**a)),
     _Kind("erta", (_Field("profile", "PROFILE", str), _Field("select", "SELECT", _select, "profile"),
