@@ -353,3 +353,21 @@ def test_static_schedules_add_no_host_sync_to_a_pipeline_generation(family):
             assert _host_syncs(lambda: _output(pipe, family)) == base
     with dc.accelerate(pipe, dc.fora(space, 20, 2), check_finite=True):
         assert _host_syncs(lambda: _output(pipe, family)) == base + 20 * CALLS_PER_STEP[family]
+
+
+@pytest.mark.parametrize("family", ["pixart", "flux"])
+def test_gated_backends_sync_at_most_once_per_call(family):
+    """With a pipeline, a gated backend's decision costs at most one host sync per transformer call (its gate);
+    MagCache's gate is host arithmetic on calibrated ratios: none."""
+    pipe = build_tiny_pipeline(family)
+    base = _host_syncs(lambda: _output(pipe, family))
+    calls = 20 * CALLS_PER_STEP[family]
+    for config, most in ((dc.FirstBlockCacheConfig(threshold=0.1), calls), (dc.TeaCacheConfig(threshold=0.2), calls),
+                         (dc.CGTaylorConfig(threshold=0.1), calls),
+                         (dc.MagCacheConfig(mag_ratios=[1.0] * 20, threshold=0.1), 0)):
+        with dc.accelerate(pipe, config) as h:
+            extra = _host_syncs(lambda: _output(pipe, family)) - base
+            assert 0 <= extra <= most, (type(config).__name__, extra, calls)
+            if most:
+                assert extra > 0  # the counter sees the gates' syncs: the bound has teeth
+            assert h.stats.calls == calls

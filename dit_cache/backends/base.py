@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import nn
 
 from ..adapters import Site
@@ -144,13 +145,15 @@ def streams_add(a: Streams, b: Streams) -> Streams:
 
 
 def rel_l1(a: Streams, ref: Streams) -> float:
-    """Σ|a − ref| / Σ|ref| over all non-None streams (one host sync)."""
-    num = den = 0.0
+    """Σ|a − ref| / Σ|ref| over all non-None streams (+inf when Σ|ref| = 0); one host sync, the final float()."""
+    num = den = None
     for x, y in zip(a, ref):
         if x is not None and y is not None:
-            num = num + (x - y).abs().float().mean() * y.numel()
-            den = den + y.abs().float().mean() * y.numel()
-    return float(num / den) if float(den) > 0 else float("inf")
+            n, d = (x - y).abs().float().mean() * y.numel(), y.abs().float().mean() * y.numel()
+            num, den = (n, d) if num is None else (num + n, den + d)
+    if num is None:
+        return float("inf")
+    return float(torch.where(den > 0, num / den, torch.full_like(den, float("inf"))))
 
 
 def check_family(backend: str, family: str, supported: tuple[str, ...]) -> None:
