@@ -25,8 +25,6 @@ from typing import Any
 import torch
 
 import dit_cache as dc
-from dit_cache.backends.erta_profile import profile_erta
-from dit_cache.backends.teacache import calibrate_teacache
 from dit_cache.resolve import erta_reuse_points
 from eval.fidelity import decode_latents as decode
 
@@ -83,7 +81,7 @@ def call(base: dict, prompt: str, seed: int) -> dict:
 # -- operating points --------------------------------------------------------------------------------
 def operating_points(space: dc.ScheduleSpace, steps: int, profiles: dict[str, Any]) -> list[tuple[str, str, Any]]:
     """(backend, spec, config) of `dit_cache.baselines` (FORA and every backend at >= 3 points), plus FORA
-    with forecast cells between its full steps (N=3,4,5, warm-up 1); `profiles` as `make_profiles`."""
+    with forecast cells between its full steps (N=3,4,5, warm-up 1); `profiles` from `dc.resolve.baseline_profiles`."""
     pts: list[tuple[str, str, Any]] = []
     for b in dc.baselines(steps, space.shape[0]):
         pts.append((b.backend, b.spec, dc.resolve_spec(b.spec, space, steps, profiles=profiles).value))
@@ -100,16 +98,6 @@ ABLATION = (("uniform steps", ":uniform:off:off"), ("+ profiled steps", ":profil
 def ablation_points(profiles: dict[str, Any], key: str) -> list[tuple[str, str, Any]]:
     """ERTACache parts added one at a time, at the same reuse-step count (same MACs): profile `key` of `profiles`."""
     return [("erta-ablation", name, dc.parse_spec(f"erta:{key}{fields}", profiles=profiles)) for name, fields in ABLATION]
-
-
-def make_profiles(pipe: Any, calib: list[dict], steps: int, model: str) -> dict[str, Any]:
-    """The profiles `dit_cache.baselines` names: ``calib`` (TeaCache), ``reuseK`` (ERTACache, K reuse steps)."""
-    profiles: dict[str, Any] = {"calib": calibrate_teacache(pipe, calib, model=model)}
-    errors = None  # per-step reuse errors: measured once, shared by the budgets
-    for k, m in erta_reuse_points(steps).items():
-        prof = profile_erta(pipe, calib, num_reuse=k, max_consecutive=m, step_errors=errors, model=model)
-        profiles[f"reuse{k}"], errors = prof, prof["step_errors"]
-    return profiles
 
 
 # -- measurement -------------------------------------------------------------------------------------
@@ -279,7 +267,7 @@ def main() -> None:
     seeds = list(range(args.seeds))
     calib = [call(base, p, 1000 + i) for i, p in enumerate(calib_prompts(embedded, args.calib))]
     t0 = time.perf_counter()
-    profiles = make_profiles(pipe, calib, args.steps, model)
+    profiles = dc.resolve.baseline_profiles(pipe, calib, args.steps, model)
     print(f"profiles made in {time.perf_counter() - t0:.1f} s")
     pts = _points(space, args.steps, profiles, args.only)
     results = _measure(pipe, base, prompts, seeds, pts, embedded)

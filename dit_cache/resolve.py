@@ -58,9 +58,23 @@ from .schedule import (
     random_schedule,
 )
 
-__all__ = ["DEFAULT_BASELINES", "SPEC_KINDS", "Baseline", "CacheSpec", "LoadedModel", "ModelSpec", "baselines",
-           "erta_reuse_points", "load_pipeline", "parse_model_spec", "parse_spec", "pipeline_defaults", "prompt_kwargs",
-           "resolve_spec"]
+__all__ = [
+    "DEFAULT_BASELINES",
+    "SPEC_KINDS",
+    "Baseline",
+    "CacheSpec",
+    "LoadedModel",
+    "ModelSpec",
+    "baseline_profiles",
+    "baselines",
+    "erta_reuse_points",
+    "load_pipeline",
+    "parse_model_spec",
+    "parse_spec",
+    "pipeline_defaults",
+    "prompt_kwargs",
+    "resolve_spec",
+]
 
 RANDOM_TINY = "random-tiny"
 SHAPES_PREFIX = "tiny-pixart-shapes"  # folders of the embedded shapes model (and its retrained versions)
@@ -502,8 +516,9 @@ def erta_reuse_points(steps: int) -> dict[int, int]:
 def baselines(steps: int, num_blocks: int, *, profiled: bool = True) -> list[Baseline]:
     """FORA N=2,3,4 and every dynamic backend at >= 3 operating points (~1.3x to ~4x MACs speedup).
 
-    The TeaCache and ERTACache points (`profiled`) name their profiles: ``calib`` (TeaCache) and ``reuseK``
-    (ERTACache with K reuse steps, `erta_reuse_points`); pass them to `resolve_spec(profiles=...)`."""
+    The TeaCache, MagCache and ERTACache points (`profiled`) name their profiles: ``calib`` (TeaCache), ``mag``
+    (MagCache) and ``reuseK`` (ERTACache with K reuse steps, `erta_reuse_points`), made by `baseline_profiles`;
+    pass them to `resolve_spec(profiles=...)`."""
     b = max(1, round(0.6 * steps))
     k = max(1, 3 * num_blocks // 4)
     specs = [f"fora:{n}" for n in (2, 3, 4)]
@@ -514,5 +529,22 @@ def baselines(steps: int, num_blocks: int, *, profiled: bool = True) -> list[Bas
         specs += [f"teacache:{t}:calib" for t in (0.1, 0.25, 0.5, 1.0)]
     specs += [f"cg-taylor:{t}:1:1:2" for t in (0.02, 0.05, 0.1, 0.2)]
     if profiled:
+        specs += [f"magcache:mag:{t}" for t in (0.06, 0.12, 0.25)] + ["magcache:mag:0.5:4"]
         specs += [f"erta:reuse{n}" for n in erta_reuse_points(steps)]
     return [Baseline(s.partition(":")[0], s) for s in specs]
+
+
+def baseline_profiles(pipe: Any, calls: Sequence[dict], steps: int, model: str = "") -> dict[str, Any]:
+    """The profiles `baselines` names, fitted on uncached runs of `calls` (calibration prompts): ``calib``
+    (TeaCache), ``mag`` (MagCache) and ``reuseK`` (ERTACache with K reuse steps)."""
+    from .backends.erta_profile import profile_erta
+    from .backends.magcache import calibrate_magcache
+    from .backends.teacache import calibrate_teacache
+
+    profiles: dict[str, Any] = {"calib": calibrate_teacache(pipe, calls, model=model),
+                                "mag": calibrate_magcache(pipe, calls, model=model)}
+    errors = None  # per-step reuse errors: measured once, shared by every reuse budget
+    for k, m in erta_reuse_points(steps).items():
+        prof = profile_erta(pipe, calls, num_reuse=k, max_consecutive=m, step_errors=errors, model=model)
+        profiles[f"reuse{k}"], errors = prof, prof["step_errors"]
+    return profiles

@@ -29,7 +29,6 @@ from typing import Any
 import torch
 
 import dit_cache as dc
-from dit_cache.resolve import erta_reuse_points
 from eval.fidelity import psnr, to_uint8
 
 from .loops import decoder, make_loop
@@ -54,24 +53,15 @@ def _profile_calls(pipe: Any, steps: int, calib: list[str], seed: int,
 
 def baseline_profiles(pipe: Any, steps: int, calib: list[str], seed: int = 1000,
                       defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The profiles `dit_cache.baselines` names, fitted on `calib`: ``calib`` (TeaCache), ``reuseK`` (ERTACache)."""
-    from dit_cache.backends.erta_profile import profile_erta
-    from dit_cache.backends.teacache import calibrate_teacache
-
-    calls = _profile_calls(pipe, steps, calib, seed, defaults)
-    profiles: dict[str, Any] = {"calib": calibrate_teacache(pipe, calls)}
-    errors = None  # per-step reuse errors: measured once, shared by every reuse budget
-    for k, m in erta_reuse_points(steps).items():
-        prof = profile_erta(pipe, calls, num_reuse=k, max_consecutive=m, step_errors=errors)
-        profiles[f"reuse{k}"], errors = prof, prof["step_errors"]
-    return profiles
+    """The profiles `dit_cache.baselines` names (`dit_cache.resolve.baseline_profiles`), fitted on `calib`."""
+    return dc.resolve.baseline_profiles(pipe, _profile_calls(pipe, steps, calib, seed, defaults), steps)
 
 
 def dynamic_sweep(pipe: Any, steps: int, calib: list[str], seed: int = 1000,
                   defaults: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
     """(name, config) of every dynamic backend at the operating points of `dit_cache.baselines` (~1.3x to ~4x
-    MACs speedup; shared with benchmarks/backends.py). TeaCache and ERTACache points need profiles: they are
-    fitted on `calib` (calibration prompts, never the held-out ones) and left out without them."""
+    MACs speedup; shared with benchmarks/backends.py). TeaCache, MagCache and ERTACache points need profiles:
+    they are fitted on `calib` (calibration prompts, never the held-out ones) and left out without them."""
     space = dc.space_of(pipe.transformer)
     profiles = baseline_profiles(pipe, steps, calib, seed, defaults) if calib else None
     out = []
@@ -112,7 +102,7 @@ def run_calibration_prompts(run: Path, n: int) -> list[str]:
         return []
     ck = run / "checkpoint.json"
     if not ck.exists():
-        raise FileNotFoundError(f"no checkpoint.json in {run}: the TeaCache/ERTACache profiles need the run's "
+        raise FileNotFoundError(f"no checkpoint.json in {run}: the TeaCache/MagCache/ERTACache profiles need the run's "
                                 "calibration prompts; pass --calib-prompts 0 to skip those backends")
     from .nsga import read_prompts
 
@@ -232,7 +222,7 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
     """Evaluate the run's front and the baselines; returns rows and verdicts.
 
     ``dynamic``: False (none), True/"defaults" (each dynamic backend at its defaults, `dit_cache.DEFAULT_BASELINES`)
-    or "sweep" (the operating points of `dit_cache.baselines`; `calib` prompts fit the TeaCache/ERTACache profiles).
+    or "sweep" (the operating points of `dit_cache.baselines`; `calib` prompts fit the TeaCache/MagCache/ERTACache profiles).
     ``front_max``: evaluate about this many front schedules (None = all), chosen after the baselines ran
     (`select_front`): for each baseline the lowest-error front point at >= its MACs speedup, then points
     evenly spread over the front up to `front_max` in total.
@@ -393,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dynamic", choices=["sweep", "defaults", "none"], default="sweep",
                    help="dynamic backends: several operating points each (default), defaults only, or none")
     p.add_argument("--calib-prompts", type=int, default=4,
-                   help="calibration prompts of the run that fit the TeaCache/ERTACache profiles (default 4; 0: skip them)")
+                   help="calibration prompts of the run that fit the TeaCache/MagCache/ERTACache profiles (default 4; 0: skip them)")
     p.add_argument("--no-dynamic", action="store_true", help="same as --dynamic none")
     p.add_argument("--front-max", type=int, default=None,
                    help="validate the best front schedule at >= each baseline's MACs speedup, then evenly spread "

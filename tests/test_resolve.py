@@ -257,14 +257,14 @@ def test_one_list_of_baselines_in_one_spelling(tiny):
     _, space = tiny
     points = dc.baselines(20, 12)
     backends = {b.backend for b in points}
-    assert backends == {"fora", "taylorseer", "delta-dit", "first-block", "teacache", "cg-taylor", "erta"}
+    assert backends == {"fora", "taylorseer", "delta-dit", "first-block", "teacache", "cg-taylor", "magcache", "erta"}
     assert all("_" not in b.spec.split(":")[0] for b in points)
     for name in backends - {"fora"}:
         assert sum(b.backend == name for b in points) >= 3, name
-    profiles = {"calib": {}, **{f"reuse{k}": {} for k in dc.resolve.erta_reuse_points(20)}}
+    profiles = {"calib": {}, "mag": {}, **{f"reuse{k}": {} for k in dc.resolve.erta_reuse_points(20)}}
     specs = [dc.resolve_spec(b.spec, space, 20, profiles=profiles) for b in points]
     assert len({s.name for s in specs}) == len(specs)  # distinct row labels
-    assert not any(b.backend in ("teacache", "erta") for b in dc.baselines(20, 12, profiled=False))
+    assert not any(b.backend in ("teacache", "magcache", "erta") for b in dc.baselines(20, 12, profiled=False))
     assert [b.spec for b in dc.DEFAULT_BASELINES] == ["teacache", "first-block", "taylorseer", "delta-dit", "cg-taylor"]
 
 
@@ -283,7 +283,7 @@ def test_validate_and_the_benchmark_use_the_shared_baselines(tiny):
     spec = importlib.util.spec_from_file_location("bench_backends", ROOT / "benchmarks" / "backends.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    profiles = {"calib": {}, **{f"reuse{k}": {} for k in dc.resolve.erta_reuse_points(6)}}
+    profiles = {"calib": {}, "mag": {}, **{f"reuse{k}": {} for k in dc.resolve.erta_reuse_points(6)}}
     pts = bench.operating_points(space, 6, profiles)
     assert [p[1] for p in pts if p[0] != "fora+forecast"] == [b.spec for b in dc.baselines(6, 4)]
 

@@ -736,9 +736,9 @@ def test_validate_dynamic_sweep_profiles_on_calibration_prompts(pipe, baseline):
     calib = run_calibration_prompts(Path(summary["_out"]), 2)
     assert calib == PROMPTS[:2]
     names = [n for n, _ in dynamic_sweep(pipe, STEPS, calib)]
-    for prefix in ("first-block", "cg-taylor", "taylorseer", "delta-dit", "teacache", "erta"):
+    for prefix in ("first-block", "cg-taylor", "taylorseer", "delta-dit", "teacache", "magcache", "erta"):
         assert sum(n.startswith(prefix) for n in names) >= 2, (prefix, names)
-    assert not any(n.startswith(("teacache", "erta")) for n, _ in dynamic_sweep(pipe, STEPS, []))
+    assert not any(n.startswith(("teacache", "magcache", "erta")) for n, _ in dynamic_sweep(pipe, STEPS, []))
     res = validate(Path(summary["_out"]), "random-tiny", PROMPTS[2:], [5, 6], dynamic="sweep", pipe=pipe,
                    shapes=False, calib=calib)
     dyn = [r for r in res["rows"] if r["kind"] == "dynamic"]
