@@ -5,8 +5,9 @@ Two kinds of hooks, both through ``diffusers.hooks.HookRegistry`` on *this insta
 1. a step tracker on the transformer's forward sets (generation, step, branch) from the pipeline's
    scheduler, or from the timestep argument without one (`tracking.StepTracker`); a new generation
    resets all state;
-2. a hook on every cacheable component asks the backend "compute or not?"; when not, the backend's
-   value replaces the component's output; or, for block-level backends (``backend.level == "block"``:
+2. a hook on every cacheable component runs it or returns the backend's value, as planned for the call
+   by the step hook (the backend's "compute or not?" and reused value, asked before the call; kept outputs
+   handed to the backend after it); or, for block-level backends (``backend.level == "block"``:
    Δ-DiT, TeaCache, First-Block Cache, CG-Taylor, ERTACache), a hook on every block that runs it or
    skips a contiguous block range with the backend's value (the rest of the range passes through).
 """
@@ -69,6 +70,8 @@ class _StepTrackerHook(ModelHook):
             )
         h._skip_until = -1
         h.backend.begin_call(ctx)
+        if h._components:
+            _plan_components(h)
         key = tuple(tuple(x.shape) for x in tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor))
         h.stats.begin_call(ctx.step, key, lambda: meta_like((args, kwargs)))
         return args, kwargs
@@ -83,6 +86,8 @@ class _StepTrackerHook(ModelHook):
                     "uncached model: if it is finite there, the schedule reuses too aggressively"
                 )
         h = self.handle
+        if h._components:
+            _commit_components(h)
         if h.block_level:  # the call's decision: did the backend skip any block?
             ctx = h.ctx
             h._log.append((ctx.generation, ctx.step, ctx.branch, h._skip_until >= 0))
@@ -92,24 +97,48 @@ class _StepTrackerHook(ModelHook):
 
 
 class _ComponentHook(ModelHook):
-    """Component-level hook: compute and store, or return the backend's value."""
+    """Component-level hook: compute (keeping the output for the backend), or return the planned value.
+
+    The plan of a call (`compute`, `keep`, `value`) is set by the transformer-level hook before the call and the
+    kept outputs are handed to the backend after it, so the hook reads three attributes and no step, block or
+    cache index: a compiled block (`torch.compile(block, fullgraph=True)`) specialises on the decision pattern
+    of its components only, never on the step."""
 
     def __init__(self, handle: CacheHandle, site: Site) -> None:
         super().__init__()
         self.site = site
-        self.ctx = handle.ctx
-        self.backend = handle.backend
-        self.stats = handle.stats
+        self.compute, self.keep = True, False
+        self.value: Any = None  # the reused / forecast output when not computing
+        self.out: Any = None  # this call's output, when kept
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        site, ctx = self.site, self.ctx
-        if self.backend.should_compute(site, ctx):
+        if self.compute:
             out = self.fn_ref.original_forward(*args, **kwargs)
-            self.backend.store(site, ctx, out)
-            self.stats.record(ctx.step, site.block, site.component, True)
+            if self.keep:
+                self.out = out
             return out
-        self.stats.record(ctx.step, site.block, site.component, False)
-        return self.backend.reuse(site, ctx)
+        return self.value
+
+
+def _plan_components(h: CacheHandle) -> None:
+    """Before a call: each component hook's decision, whether its output is kept, and its reused value."""
+    b, ctx = h.backend, h.ctx
+    for hook in h._components:
+        c = b.should_compute(hook.site, ctx)
+        hook.compute, hook.out = c, None
+        hook.keep = c and b.keeps(hook.site, ctx)
+        hook.value = None if c else b.reuse(hook.site, ctx)
+
+
+def _commit_components(h: CacheHandle) -> None:
+    """After a call: hand the kept outputs to the backend; count computed and reused components."""
+    b, ctx, stats = h.backend, h.ctx, h.stats
+    for hook in h._components:
+        site = hook.site
+        if hook.keep and hook.out is not None:
+            b.store(site, ctx, hook.out)
+        stats.record(ctx.step, site.block, site.component, hook.compute)
+        hook.out = hook.value = None
 
 
 class _BlockHook(ModelHook):
@@ -177,6 +206,9 @@ class CacheHandle:
         self._skip_until = -1  # last block of the range a block-level backend skips in this call
         self.block_level = backend.level == "block"
         self._log: list[tuple[int, int, int, bool]] = []  # (generation, step, branch, skipped) per call
+        self._components: list[_ComponentHook] = []
+        self._compiled: list[nn.Module] = []  # blocks compiled by compile_blocks()
+        self._recompile_limit: int | None = None  # dynamo's limit before compile_blocks() raised it
         self._install()
 
     # -- install / remove --------------------------------------------------------------------
@@ -198,7 +230,9 @@ class CacheHandle:
                     self._register(block, _BlockHook(self, i, block), BLOCK_HOOK)
             else:
                 for site in self.adapter.sites(t):
-                    self._register(site.module, _ComponentHook(self, site), COMPONENT_HOOK)
+                    hook = _ComponentHook(self, site)
+                    self._register(site.module, hook, COMPONENT_HOOK)
+                    self._components.append(hook)
         except BaseException:
             self.remove()
             raise
@@ -215,6 +249,14 @@ class CacheHandle:
                 if created:
                     del module._diffusers_hook
         self._hooked.clear()
+        self._components.clear()
+        for block in self._compiled:  # undo compile_blocks()
+            block._compiled_call_impl = None
+        self._compiled.clear()
+        if self._recompile_limit is not None:
+            import torch._dynamo
+
+            torch._dynamo.config.recompile_limit, self._recompile_limit = self._recompile_limit, None
         self.backend.reset()
         self._log.clear()
 
@@ -223,6 +265,29 @@ class CacheHandle:
         """Per-call decisions of a dynamic backend since the last reset (empty for static schedules)."""
         keys = ("generation", "step", "branch", "skipped")
         return [dict(zip(keys, x)) for x in self._log]
+
+    def compile_blocks(self, *, fullgraph: bool = True, **compile_kwargs: Any) -> int:
+        """`torch.compile` every block in place (``block.compile(fullgraph=..., **compile_kwargs)``), the way
+        `compile_repeated_blocks` does, with the hooks inside the compiled frames; `remove()` undoes it.
+
+        Component hooks read only their planned decision, so a block compiles once per distinct per-block
+        pattern of (computed, kept) components — never per step. For a static schedule that count is known:
+        dynamo's recompile limit is raised to cover it (twice, for the first block's input layout, plus one)
+        and restored by `remove()`. Returns that number of patterns (1 for a backend without a static plan:
+        dynamic backends compile without `fullgraph`, with dynamo's own limits)."""
+        import torch._dynamo
+
+        patterns = self.backend.compile_patterns() if hasattr(self.backend, "compile_patterns") else 1
+        cfg = torch._dynamo.config
+        need = 2 * patterns + 1
+        if cfg.recompile_limit < need:
+            if self._recompile_limit is None:
+                self._recompile_limit = cfg.recompile_limit
+            cfg.recompile_limit = need
+        for block in self.adapter.blocks(self.transformer):
+            block.compile(fullgraph=fullgraph, **compile_kwargs)
+            self._compiled.append(block)
+        return patterns
 
     @property
     def active(self) -> bool:
@@ -259,10 +324,6 @@ class CacheHandle:
         """Resume from `snapshot()`: the next transformer call continues that generation."""
         self.ctx = dataclasses.replace(snap["ctx"])
         self.tracker.open = False
-        for module, name, _ in self._hooked:
-            hook = module._diffusers_hook.get_hook(name)
-            if isinstance(hook, _ComponentHook):
-                hook.ctx = self.ctx
         self.backend.restore(snap["backend"])
 
     # -- accounting --------------------------------------------------------------------------

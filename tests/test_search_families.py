@@ -277,3 +277,18 @@ def test_flux_workers_forecast_and_validation(tmp_path):
     assert not [r for r in res["rows"] if "skipped" in r]
     assert any(r["variant"].startswith("teacache") for r in res["rows"])
     assert next(r for r in res["rows"] if r["kind"] == "baseline")["latent_mse"] == 0.0
+
+
+def test_search_on_a_saved_pipeline_folder_of_another_family(tmp_path):
+    """--model FOLDER (here a saved SD3 pipeline): the folder's own call defaults, a front that runs with its MACs."""
+    dc.load_pipeline("random-tiny:sd3").pipe.save_pretrained(tmp_path / "sd3")
+    pf = tmp_path / "p.txt"
+    pf.write_text("\n".join(PROMPTS) + "\n")
+    summary = _small_search(str(tmp_path / "sd3"), tmp_path / "run", pf, generations=1)
+    m = dc.load_pipeline(str(tmp_path / "sd3"))
+    assert m.family == "sd3" and summary["front"]
+    loop = _loop(m, PROMPTS[:2], (5, 6))
+    best = max(summary["front"], key=lambda r: r["macs_speedup"])
+    with dc.accelerate(m.pipe, str(tmp_path / "run" / best["file"])) as h:
+        loop.pipe_output()
+        assert h.stats.macs()["executed"] == 2 * json.loads((tmp_path / "run" / best["file"]).read_text())["metadata"]["macs"]

@@ -65,6 +65,10 @@ class Backend:
         """True to run the component, False to take `reuse()` instead."""
         return True
 
+    def keeps(self, site: Site, ctx: StepContext) -> bool:
+        """Whether `store` will use this call's output of a computed `site` (False: it is not held for it)."""
+        return True
+
     def store(self, site: Site, ctx: StepContext, output: Any) -> None:
         """Keep what later steps need from a computed output."""
 

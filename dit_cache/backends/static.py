@@ -113,6 +113,22 @@ class StaticScheduleBackend(Backend):
         """The schedule's cell for this step."""
         return self._compute[ctx.step][site.block][site.component]
 
+    def compile_patterns(self) -> int:
+        """Distinct per-block patterns of (computed, kept) components over the active plan: the number of graphs
+        a compiled block needs (`CacheHandle.compile_blocks`)."""
+        pats = set()
+        track = self._track
+        for comp, store in zip(self._compute, self._store):
+            for b, (cb, sb) in enumerate(zip(comp, store)):
+                keep = tuple(c and (k or (track is not None and track[b][i])) for i, (c, k) in enumerate(zip(cb, sb)))
+                pats.add((tuple(cb), keep))
+        return len(pats)
+
+    def keeps(self, site: Site, ctx: StepContext) -> bool:
+        """Kept as the plain cache (a later step reuses it) or to refresh a tracked cell's Taylor factors."""
+        b, c = site.block, site.component
+        return bool(self._store[ctx.step][b][c] or (self._track is not None and self._track[b][c]))
+
     def store(self, site: Site, ctx: StepContext, output: Any) -> None:
         """Keep the output when a later step may reuse it; refresh a tracked cell's Taylor factors."""
         if self._store[ctx.step][site.block][site.component]:

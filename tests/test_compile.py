@@ -1,0 +1,66 @@
+"""Static schedules under `torch.compile(block, fullgraph=True)` (CPU, aot_eager): equal to eager, a graph count
+bounded by the per-block (computed, kept) patterns and independent of the step count, no recompiles on a second
+generation, and `remove()` undoes the compilation. (fullgraph=True fails on any graph break, so no `.item()` or
+other host sync can hide inside a block; the hooks outside blocks add none: tests/test_runtime.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+import dit_cache as dc
+from dit_cache.zoo.tiny_random import build_tiny_pipeline, tiny_call_kwargs
+
+
+def _generate(pipe, family, steps):
+    return pipe(**tiny_call_kwargs(family, num_inference_steps=steps)).images
+
+
+def _compiled_run(pipe, family, sched, steps):
+    """(output, unique graphs, patterns, graphs after a second generation) with every block compiled, fullgraph."""
+    torch._dynamo.reset()
+    counters.clear()
+    with dc.accelerate(pipe, sched) as h:
+        patterns = h.compile_blocks(fullgraph=True, backend="aot_eager")
+        out = _generate(pipe, family, steps)  # compiles (a failure to compile fullgraph raises here)
+        graphs = counters["stats"]["unique_graphs"]
+        again = _generate(pipe, family, steps)
+        assert torch.equal(again, out)
+    return out, graphs, patterns, counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.parametrize("family", ["pixart", "flux"])
+def test_static_schedules_compile_fullgraph_per_block(family):
+    pipe = build_tiny_pipeline(family)
+    space = dc.space_of(pipe.transformer)
+    graphs_at = {}
+    for steps in (20, 50):
+        scheds = [dc.fora(space, steps, 2), dc.fora(space, steps, 3).with_forecast()]
+        if steps == 20:  # many patterns: compile_blocks raises dynamo's recompile limit to fit them
+            scheds.append(dc.random_schedule(space, steps, 0.3, seed=2))
+        for sched in scheds:
+            with dc.accelerate(pipe, sched):
+                ref = _generate(pipe, family, steps)
+            out, graphs, patterns, after = _compiled_run(pipe, family, sched, steps)
+            assert torch.equal(out, ref), sched.name
+            assert graphs <= 2 * patterns + 1, (sched.name, graphs, patterns)  # never one per step
+            assert after == graphs, sched.name  # a second generation reuses every graph
+            graphs_at[sched.name.split("-s")[0], steps] = graphs
+    assert graphs_at["fora-2", 20] == graphs_at["fora-2", 50] <= 6
+    assert graphs_at["fora-3", 20] == graphs_at["fora-3", 50]
+
+
+def test_remove_undoes_compile_blocks_and_the_recompile_limit():
+    pipe = build_tiny_pipeline("pixart")
+    space = dc.space_of(pipe.transformer)
+    ref = _generate(pipe, "pixart", 6)
+    limit = torch._dynamo.config.recompile_limit
+    with dc.accelerate(pipe, dc.random_schedule(space, 6, 0.5, seed=1)) as h:
+        patterns = h.compile_blocks(backend="aot_eager")
+        assert torch._dynamo.config.recompile_limit >= min(2 * patterns + 1, limit) or patterns * 2 + 1 <= limit
+        assert all(b._compiled_call_impl is not None for b in pipe.transformer.transformer_blocks)
+    assert torch._dynamo.config.recompile_limit == limit
+    assert all(b._compiled_call_impl is None for b in pipe.transformer.transformer_blocks)
+    assert torch.equal(_generate(pipe, "pixart", 6), ref)
