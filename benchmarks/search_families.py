@@ -56,7 +56,7 @@ def run_family(family: str, args: argparse.Namespace, root: Path) -> dict:
     return {
         "family": family, "model": model.name, "pipeline": type(model.pipe).__name__,
         "blocks": len(space.block_ids), "components": list(space.components),
-        "transformer_calls_per_step": summary["block_evals"] and s.pool.counts.blocks_per_step // len(space.block_ids),
+        "transformer_calls_per_step": s.pool.counts.blocks_per_step // len(space.block_ids),
         **{k: summary[k] for k in ("evaluations", "cache_hits", "block_evals", "block_evals_naive")},
         "prefix_sharing_saving": round(summary["prefix_sharing_saving"], 3), "wall_s": round(wall, 1),
         "front": [{"macs_speedup": round(r["macs_speedup"], 3), "quality": r["quality"]} for r in summary["front"]],

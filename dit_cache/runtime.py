@@ -277,7 +277,7 @@ class CacheHandle:
         dynamic backends compile without `fullgraph`, with dynamo's own limits)."""
         import torch._dynamo
 
-        patterns = self.backend.compile_patterns() if hasattr(self.backend, "compile_patterns") else 1
+        patterns = self.backend.compile_patterns()
         cfg = torch._dynamo.config
         need = 2 * patterns + 1
         if cfg.recompile_limit < need:

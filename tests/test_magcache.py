@@ -95,3 +95,10 @@ def test_profile_cli_writes_a_magcache_profile(tmp_path):
                  "--steps", "6", "-o", str(tmp_path / "m.json")]) == 0
     data = json.loads((tmp_path / "m.json").read_text())
     assert data["backend"] == "magcache" and len(data["mag_ratios"]) == 6
+
+
+def test_ratios_shorter_than_a_bare_transformer_generation_are_named(model):
+    """Without a pipeline the step count is unknown up front: running past the ratios raises, never clamps."""
+    with pytest.raises(ProfileError, match="ratios cover 4 steps but the generation reached step 5"):
+        with dc.accelerate(model.pipe.transformer, dc.MagCacheConfig(mag_ratios=[1.0] * 4)):
+            model.pipe(**tiny_call_kwargs("pixart", num_inference_steps=6))

@@ -65,6 +65,11 @@ class Backend:
         """True to run the component, False to take `reuse()` instead."""
         return True
 
+    def compile_patterns(self) -> int:
+        """Distinct per-block decision patterns a compiled block may see (`CacheHandle.compile_blocks`); 1 when
+        the backend has no static plan."""
+        return 1
+
     def keeps(self, site: Site, ctx: StepContext) -> bool:
         """Whether `store` will use this call's output of a computed `site` (False: it is not held for it)."""
         return True

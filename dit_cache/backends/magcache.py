@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..schedule import ScheduleSpace
@@ -106,9 +105,12 @@ class MagCacheBackend(StackResidualMixin):
 
     def _gate(self, st: _BranchState, ctx: StepContext) -> bool:
         c, n = self.config, ctx.num_steps or len(self.ratios)
+        if ctx.step >= len(self.ratios):  # a bare transformer (no step count) ran past the ratios
+            raise profiles.ProfileError(f"MagCache's ratios cover {len(self.ratios)} steps but the generation reached "
+                                        f"step {ctx.step + 1}: profile again with --steps {ctx.step + 1} or more")
         if ctx.step < math.ceil(c.retention_ratio * n) or ctx.step >= n - 1 or st.residual is None or c.threshold <= 0:
             return False
-        gamma = st.gamma * self.ratios[min(ctx.step, len(self.ratios) - 1)]
+        gamma = st.gamma * self.ratios[ctx.step]
         err = st.err + abs(1.0 - gamma)
         if err > c.threshold or st.skipped >= c.max_skip_steps:
             return False
@@ -179,7 +181,6 @@ def calibrate_magcache(pipe: Any, calls: Sequence[dict], *, model: str = "") -> 
     if n < 2:
         raise profiles.ProfileError("MagCache calibration recorded fewer than 2 steps: use more steps")
     ratios = [1.0] + [float(np.mean(rec.ratios.get(i, [1.0]))) for i in range(1, n)]
-    with torch.no_grad():
-        fp = profiles.model_fingerprint(pipe.transformer)
-    return profiles.new_profile(backend="magcache", family=space.family, model=model, fingerprint=fp,
+    return profiles.new_profile(backend="magcache", family=space.family, model=model,
+                                fingerprint=profiles.model_fingerprint(pipe.transformer),
                                 steps=steps.pop() if len(steps) == 1 else None, prompts=len(calls), mag_ratios=ratios)
