@@ -10,6 +10,9 @@ Two kinds of hooks, both through ``diffusers.hooks.HookRegistry`` on *this insta
    handed to the backend after it); or, for block-level backends (``backend.level == "block"``:
    Δ-DiT, TeaCache, First-Block Cache, CG-Taylor, ERTACache), a hook on every block that runs it or
    skips a contiguous block range with the backend's value (the rest of the range passes through).
+
+`CacheHandle.compile` (whole transformer) and `CacheHandle.compile_blocks` (every block) keep the
+deciding hooks outside the compiled frames, so graphs follow the schedule's patterns, never the step.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ class _StepTrackerHook(ModelHook):
         super().__init__()
         self.handle = handle
         self.timestep_index = timestep_index
+        self.compiled: Any = None  # the compiled forward (`CacheHandle.compile`); the hook itself stays eager
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return (self.compiled or self.fn_ref.original_forward)(*args, **kwargs)
 
     def _timestep(self, args: tuple, kwargs: dict) -> float:
         t = kwargs.get(self.handle.adapter.timestep_arg)
@@ -154,6 +161,7 @@ class _BlockHook(ModelHook):
         params = list(inspect.signature(type(module).forward).parameters)[1:]
         self.pos = {n: params.index(n) for n in self.names if n in params}
         self.single = len(self.names) == 1
+        self.compiled: Any = None  # the block's compiled forward (`CacheHandle.compile_blocks`); decisions stay eager
 
     def _streams(self, args: tuple, kwargs: dict) -> tuple:
         """The block's stream inputs, in `Adapter.block_outputs` order."""
@@ -181,7 +189,7 @@ class _BlockHook(ModelHook):
             value, h._skip_until = plan
             self.stats.record_block(ctx.step, b, False)
             return self._pack(value)
-        out = self.fn_ref.original_forward(*args, **kwargs)
+        out = (self.compiled or self.fn_ref.original_forward)(*args, **kwargs)
         self.backend.block_post(b, ctx, streams, (out,) if self.single else tuple(out))
         self.stats.record_block(ctx.step, b, True)
         return out
@@ -207,8 +215,8 @@ class CacheHandle:
         self.block_level = backend.level == "block"
         self._log: list[tuple[int, int, int, bool]] = []  # (generation, step, branch, skipped) per call
         self._components: list[_ComponentHook] = []
-        self._compiled: list[nn.Module] = []  # blocks compiled by compile_blocks()
-        self._recompile_limit: int | None = None  # dynamo's limit before compile_blocks() raised it
+        self._compiled: list[Any] = []  # blocks compiled in place, or hooks holding a compiled forward
+        self._recompile_added = 0  # what compile() / compile_blocks() added to dynamo's recompile limit
         self._install()
 
     # -- install / remove --------------------------------------------------------------------
@@ -250,13 +258,17 @@ class CacheHandle:
                     del module._diffusers_hook
         self._hooked.clear()
         self._components.clear()
-        for block in self._compiled:  # undo compile_blocks()
-            block._compiled_call_impl = None
+        for obj in self._compiled:  # undo compile() / compile_blocks()
+            if isinstance(obj, nn.Module):
+                obj._compiled_call_impl = None
+            else:
+                obj.compiled = None
         self._compiled.clear()
-        if self._recompile_limit is not None:
+        if self._recompile_added:
             import torch._dynamo
 
-            torch._dynamo.config.recompile_limit, self._recompile_limit = self._recompile_limit, None
+            torch._dynamo.config.recompile_limit -= self._recompile_added
+            self._recompile_added = 0
         self.backend.reset()
         self._log.clear()
 
@@ -266,28 +278,62 @@ class CacheHandle:
         keys = ("generation", "step", "branch", "skipped")
         return [dict(zip(keys, x)) for x in self._log]
 
-    def compile_blocks(self, *, fullgraph: bool = True, **compile_kwargs: Any) -> int:
-        """`torch.compile` every block in place (``block.compile(fullgraph=..., **compile_kwargs)``), the way
-        `compile_repeated_blocks` does, with the hooks inside the compiled frames; `remove()` undoes it.
+    def compile(self, *, fullgraph: bool = True, **compile_kwargs: Any) -> int:
+        """`torch.compile` the whole transformer's forward (``fullgraph`` and kwargs go to `torch.compile`), with
+        the step tracker outside the compiled frame and the component hooks inside; `remove()` undoes it.
 
-        Component hooks read only their planned decision, so a block compiles once per distinct per-block
-        pattern of (computed, kept) components — never per step. For a static schedule that count is known:
-        dynamo's recompile limit is raised to cover it (twice, for the first block's input layout, plus one)
-        and restored by `remove()`. Returns that number of patterns (1 for a backend without a static plan:
-        dynamic backends compile without `fullgraph`, with dynamo's own limits)."""
+        The tracker plans each call eagerly (no host sync), so the compiled transformer specialises on the
+        call's pattern of (computed, kept) components, never on the step: one graph per distinct pattern of the
+        schedule's steps (FORA-N: 2 or 3). Dynamo's recompile limit is raised by that count plus one and
+        lowered again by `remove()`. Returns the count. Block-level backends decide between blocks: compile those
+        with `compile_blocks()`."""
+        if self.block_level:
+            raise RuntimeError(
+                f"{type(self.backend).__name__} skips blocks by a decision taken between them, which a compiled "
+                "transformer cannot hold: call handle.compile_blocks() (each block compiled, the decision eager)"
+            )
+        self._check_not_compiled()
+        patterns = self.backend.compile_patterns(per="step")
+        self._raise_recompile_limit(patterns + 1)
+        hook = self.transformer._diffusers_hook.get_hook(STEP_HOOK)
+        hook.compiled = torch.compile(hook.fn_ref.original_forward, fullgraph=fullgraph, **compile_kwargs)
+        self._compiled.append(hook)
+        return patterns
+
+    def compile_blocks(self, *, fullgraph: bool = True, **compile_kwargs: Any) -> int:
+        """`torch.compile` every block (``fullgraph`` and kwargs go to `torch.compile`); `remove()` undoes it.
+
+        Component-level backends: each block is compiled in place (``block.compile()``, as
+        `compile_repeated_blocks` does) with the component hooks inside. They read only their planned decision,
+        so a block compiles once per distinct per-block pattern of (computed, kept) components — never per step;
+        dynamo's recompile limit is raised by twice that count plus one (the first block's input layout) and
+        lowered again by `remove()`. Block-level (dynamic) backends: each block's forward is compiled and the hook
+        deciding whether to run it stays eager, outside the compiled frame, so the graphs do not depend on
+        the decisions. Returns the pattern count (1 for a backend without a static plan)."""
+        self._check_not_compiled()
+        patterns = self.backend.compile_patterns()
+        self._raise_recompile_limit(2 * patterns + 1)
+        for block in self.adapter.blocks(self.transformer):
+            if self.block_level:
+                hook = block._diffusers_hook.get_hook(BLOCK_HOOK)
+                hook.compiled = torch.compile(hook.fn_ref.original_forward, fullgraph=fullgraph, **compile_kwargs)
+                self._compiled.append(hook)
+            else:
+                block.compile(fullgraph=fullgraph, **compile_kwargs)
+                self._compiled.append(block)
+        return patterns
+
+    def _check_not_compiled(self) -> None:
+        if self._compiled:
+            raise RuntimeError("this handle is already compiled (compile() or compile_blocks()); remove() it first")
+
+    def _raise_recompile_limit(self, need: int) -> None:
+        """Raise dynamo's per-code recompile limit by what this handle's graphs need (handles compiled side by
+        side share the transformer's code objects, so each adds its own count); `remove()` takes it back."""
         import torch._dynamo
 
-        patterns = self.backend.compile_patterns()
-        cfg = torch._dynamo.config
-        need = 2 * patterns + 1
-        if cfg.recompile_limit < need:
-            if self._recompile_limit is None:
-                self._recompile_limit = cfg.recompile_limit
-            cfg.recompile_limit = need
-        for block in self.adapter.blocks(self.transformer):
-            block.compile(fullgraph=fullgraph, **compile_kwargs)
-            self._compiled.append(block)
-        return patterns
+        torch._dynamo.config.recompile_limit += need
+        self._recompile_added += need
 
     @property
     def active(self) -> bool:

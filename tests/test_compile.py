@@ -59,8 +59,76 @@ def test_remove_undoes_compile_blocks_and_the_recompile_limit():
     limit = torch._dynamo.config.recompile_limit
     with dc.accelerate(pipe, dc.random_schedule(space, 6, 0.5, seed=1)) as h:
         patterns = h.compile_blocks(backend="aot_eager")
-        assert torch._dynamo.config.recompile_limit >= min(2 * patterns + 1, limit) or patterns * 2 + 1 <= limit
+        assert torch._dynamo.config.recompile_limit == limit + 2 * patterns + 1
         assert all(b._compiled_call_impl is not None for b in pipe.transformer.transformer_blocks)
     assert torch._dynamo.config.recompile_limit == limit
     assert all(b._compiled_call_impl is None for b in pipe.transformer.transformer_blocks)
     assert torch.equal(_generate(pipe, "pixart", 6), ref)
+
+
+def _whole_run(pipe, family, sched, steps):
+    """(output, unique graphs, step patterns, graphs after a second generation), the transformer compiled whole."""
+    torch._dynamo.reset()
+    counters.clear()
+    with dc.accelerate(pipe, sched) as h:
+        patterns = h.compile(fullgraph=True, backend="aot_eager")
+        out = _generate(pipe, family, steps)
+        graphs = counters["stats"]["unique_graphs"]
+        assert torch.equal(_generate(pipe, family, steps), out)
+        assert not counters["graph_break"]
+    return out, graphs, patterns, counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.parametrize("family", ["pixart", "flux"])
+def test_static_schedules_compile_fullgraph_whole_transformer(family):
+    """The whole transformer compiled with fullgraph=True: one graph per distinct step pattern, not per step."""
+    pipe = build_tiny_pipeline(family)
+    space = dc.space_of(pipe.transformer)
+    cases = [(dc.fora(space, 20, 2), 20), (dc.fora(space, 50, 2), 50), (dc.fora(space, 20, 3).with_forecast(), 20),
+             (dc.random_schedule(space, 6, 0.4, seed=3), 6)]
+    for sched, steps in cases:
+        with dc.accelerate(pipe, sched):
+            ref = _generate(pipe, family, steps)
+        out, graphs, patterns, after = _whole_run(pipe, family, sched, steps)
+        assert torch.equal(out, ref), sched.name
+        assert graphs == after == patterns, (sched.name, graphs, patterns)
+        assert patterns <= steps and (patterns == 2 or not sched.name.startswith("fora")), (sched.name, patterns)
+    assert torch.equal(_generate(pipe, family, 6), _generate(build_tiny_pipeline(family), family, 6))  # removed
+
+
+@pytest.mark.parametrize("family", ["pixart", "flux"])
+def test_dynamic_backends_compile_blocks_fullgraph_with_the_gate_outside(family):
+    """Block-level backends: each block's forward compiles fullgraph and the skip decision stays eager, so the
+    graph count is the number of block classes (+ one input layout), whatever the decisions; outputs and
+    decisions equal eager."""
+    pipe = build_tiny_pipeline(family)
+    space = dc.space_of(pipe.transformer)
+    classes = len({type(b) for b in dc.get_adapter(pipe.transformer).blocks(pipe.transformer)})
+    for spec in ("first-block:0.2", "teacache:0.3", "cg-taylor:0.2", "delta-dit:2:1:10"):
+        cfg = dc.parse_spec(spec, space, 20)
+        with dc.accelerate(pipe, cfg) as h:
+            ref, decisions = _generate(pipe, family, 20), h.decisions
+        assert any(d["skipped"] for d in decisions), spec  # the comparison covers skipped calls
+        torch._dynamo.reset()
+        counters.clear()
+        with dc.accelerate(pipe, cfg) as h:
+            with pytest.raises(RuntimeError, match="compile_blocks"):
+                h.compile()
+            h.compile_blocks(fullgraph=True, backend="aot_eager")
+            assert torch.equal(_generate(pipe, family, 20), ref), spec
+            assert h.decisions == decisions, spec
+        assert counters["stats"]["unique_graphs"] <= classes + 1, spec
+
+
+def test_compile_twice_is_refused_and_remove_undoes_compile():
+    pipe = build_tiny_pipeline("pixart")
+    space = dc.space_of(pipe.transformer)
+    limit = torch._dynamo.config.recompile_limit
+    with dc.accelerate(pipe, dc.random_schedule(space, 6, 0.5, seed=1)) as h:
+        patterns = h.compile(backend="aot_eager")
+        assert torch._dynamo.config.recompile_limit == limit + patterns + 1
+        with pytest.raises(RuntimeError, match="already compiled"):
+            h.compile_blocks()
+        hook = pipe.transformer._diffusers_hook.get_hook("dit_cache.step")
+    assert hook.compiled is None and not hasattr(pipe.transformer, "_diffusers_hook")
+    assert torch._dynamo.config.recompile_limit == limit

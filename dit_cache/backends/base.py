@@ -65,9 +65,9 @@ class Backend:
         """True to run the component, False to take `reuse()` instead."""
         return True
 
-    def compile_patterns(self) -> int:
-        """Distinct per-block decision patterns a compiled block may see (`CacheHandle.compile_blocks`); 1 when
-        the backend has no static plan."""
+    def compile_patterns(self, per: str = "block") -> int:
+        """Distinct decision patterns a compiled block (``per="block"``) or compiled transformer (``per="step"``)
+        may see (`CacheHandle.compile_blocks`, `CacheHandle.compile`); 1 when the backend has no static plan."""
         return 1
 
     def keeps(self, site: Site, ctx: StepContext) -> bool:

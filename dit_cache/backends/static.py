@@ -113,15 +113,20 @@ class StaticScheduleBackend(Backend):
         """The schedule's cell for this step."""
         return self._compute[ctx.step][site.block][site.component]
 
-    def compile_patterns(self) -> int:
-        """Distinct per-block patterns of (computed, kept) components over the active plan: the number of graphs
-        a compiled block needs (`CacheHandle.compile_blocks`)."""
-        pats = set()
+    def compile_patterns(self, per: str = "block") -> int:
+        """Distinct patterns of (computed, kept) components over the active plan, per block or per whole step
+        (``per="step"``): the number of graphs a compiled block, or the compiled transformer, needs."""
         track = self._track
+        pats = set()
         for comp, store in zip(self._compute, self._store):
-            for b, (cb, sb) in enumerate(zip(comp, store)):
-                keep = tuple(c and (k or (track is not None and track[b][i])) for i, (c, k) in enumerate(zip(cb, sb)))
-                pats.add((tuple(cb), keep))
+            row = tuple(
+                (tuple(cb), tuple(c and (k or (track is not None and track[b][i])) for i, (c, k) in enumerate(zip(cb, sb))))
+                for b, (cb, sb) in enumerate(zip(comp, store))
+            )
+            if per == "block":
+                pats.update(row)
+            else:
+                pats.add(row)
         return len(pats)
 
     def keeps(self, site: Site, ctx: StepContext) -> bool:
