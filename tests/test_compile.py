@@ -132,3 +132,21 @@ def test_compile_twice_is_refused_and_remove_undoes_compile():
         hook = pipe.transformer._diffusers_hook.get_hook("dit_cache.step")
     assert hook.compiled is None and not hasattr(pipe.transformer, "_diffusers_hook")
     assert torch._dynamo.config.recompile_limit == limit
+
+
+def test_step_and_block_pattern_counts_of_the_shipped_schedules():
+    """The pattern counts the README quotes (graphs of compile() / compile_blocks()); an unknown `per` is refused."""
+    from dit_cache.backends import StaticScheduleBackend
+    from dit_cache.ecad import load_schedule_file
+    from dit_cache.zoo import ZOO_DIR
+
+    counts = {}
+    for name in ("learned-3.16x", "learned-3.81x"):
+        b = StaticScheduleBackend(load_schedule_file(ZOO_DIR / "schedules" / "tiny-pixart-shapes" / f"{name}.json"))
+        counts[name] = b.compile_patterns(per="step"), b.compile_patterns(per="block")
+    assert counts == {"learned-3.16x": (7, 8), "learned-3.81x": (2, 2)}
+    space = dc.space_of(build_tiny_pipeline("pixart").transformer)
+    fora = StaticScheduleBackend(dc.fora(space, 20, 2))
+    assert fora.compile_patterns(per="step") == 2
+    with pytest.raises(ValueError, match="per"):
+        fora.compile_patterns(per="steps")

@@ -116,6 +116,8 @@ class StaticScheduleBackend(Backend):
     def compile_patterns(self, per: str = "block") -> int:
         """Distinct patterns of (computed, kept) components over the active plan, per block or per whole step
         (``per="step"``): the number of graphs a compiled block, or the compiled transformer, needs."""
+        if per not in ("block", "step"):
+            raise ValueError(f"compile_patterns(per={per!r}): per is 'block' or 'step'")
         track = self._track
         pats = set()
         for comp, store in zip(self._compute, self._store):
