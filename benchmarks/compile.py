@@ -5,7 +5,7 @@ Two scopes, as users compile:
 * ``model``: the whole transformer (`handle.compile(fullgraph=True)`; unhooked: ``transformer.compile(fullgraph=True)``)
   for FORA and the shipped learned schedules;
 * ``blocks``: every block (`handle.compile_blocks(fullgraph=True)`; unhooked: ``block.compile(fullgraph=True)``)
-  for FORA, TaylorSeer and the block-level dynamic backends (their skip decision stays eager, outside the blocks).
+  for FORA, the learned schedules, TaylorSeer and the block-level dynamic backends (their skip decision stays eager, outside the blocks).
 
 Phase 1 runs each (model, scope, variant) in a fresh subprocess with its own inductor cache dir, so compile times are
 cold: the first generation's wall minus a steady one; unique graphs, graph breaks and recompiles (dynamo counters),
@@ -53,10 +53,12 @@ LEARNED = ZOO_DIR / "schedules" / "tiny-pixart-shapes"
 VARIANTS = {  # scope -> {variant: spec (None: unhooked)}
     "model": {"unhooked": None, "fora-2": "fora:2", "fora-4": "fora:4",
               "learned-3.16x": str(LEARNED / "learned-3.16x.json"), "learned-3.81x": str(LEARNED / "learned-3.81x.json")},
-    "blocks": {"unhooked": None, "fora-2": "fora:2", "taylorseer-3": "taylorseer:3", "first-block-0.2": "first-block:0.2",
+    "blocks": {"unhooked": None, "fora-2": "fora:2", "learned-3.16x": str(LEARNED / "learned-3.16x.json"),
+               "learned-3.81x": str(LEARNED / "learned-3.81x.json"), "taylorseer-3": "taylorseer:3",
+               "first-block-0.2": "first-block:0.2",
                "teacache-0.3": "teacache:0.3", "cg-taylor-0.2": "cg-taylor:0.2", "delta-dit-2": "delta-dit:2"},
 }
-MIDSIZE = ("unhooked", "fora-2")  # the variants timed on the dearer hidden-384 model (slow to compile on one core)
+MIDSIZE = ("unhooked", "fora-2", "learned-3.16x")  # the variants timed on the dearer hidden-384 model (slow to compile on one core)
 STEPS = 20
 
 

@@ -101,3 +101,14 @@ def test_transfer_table_is_its_json() -> None:
     table = mod.table(_load("transfer.json")["rows"])
     assert table == (RESULTS / "transfer.md").read_text() and table in (ROOT / "docs" / "search.md").read_text()
     assert sorted({r["steps"] for r in _load("transfer.json")["rows"]}) == [10, 15, 30, 50]
+
+
+def test_readme_compile_table_is_compile_json() -> None:
+    spec = importlib.util.spec_from_file_location("bench_compile", ROOT / "benchmarks" / "compile.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    report = _load("compile.json")
+    assert mod.table(report["rows"]) in README
+    assert f"the run took {report['wall_s'] / 60:.0f} minutes" in README
+    assert {r["graph_breaks"] for r in report["rows"]} == {0}  # the README says every variant has 0 breaks
+    assert max(r["max_abs_diff_vs_eager"] for r in report["rows"]) <= 7.5e-4  # and says this bound
