@@ -168,18 +168,21 @@ def winners(points: list[dict], targets: tuple[float, ...] = (2.0, 3.0)) -> dict
     return out
 
 
-def plot(points: list[dict], path: Path, title: str) -> None:
-    """MACs speedup vs PSNR, one line per backend."""
+def speedup_axes(size: tuple[float, float]) -> tuple:
+    """A (figure, axes) for a MACs-speedup vs PSNR plot (matplotlib without a display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(p["backend"] for p in points if p["backend"] not in ("uncached", "erta-ablation")):
-        pts = sorted((p["macs_speedup"], p["psnr"]) for p in points if p["backend"] == name)
-        ax.plot(*zip(*pts), marker="o", label=name)
-    ax.set_xlabel("MACs speedup (x)")
+    return plt.subplots(figsize=size)
+
+
+def save_speedup_plot(fig, ax, path: Path, title: str, xlabel: str = "MACs speedup (x)") -> None:
+    """Label, grid, legend; write `path` (its folder made) and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("PSNR vs uncached (dB)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -188,6 +191,15 @@ def plot(points: list[dict], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot(points: list[dict], path: Path, title: str) -> None:
+    """MACs speedup vs PSNR, one line per backend."""
+    fig, ax = speedup_axes((7, 4.5))
+    for name in dict.fromkeys(p["backend"] for p in points if p["backend"] not in ("uncached", "erta-ablation")):
+        pts = sorted((p["macs_speedup"], p["psnr"]) for p in points if p["backend"] == name)
+        ax.plot(*zip(*pts), marker="o", label=name)
+    save_speedup_plot(fig, ax, path, title)
 
 
 def table(points: list[dict]) -> str:

@@ -19,6 +19,7 @@ class _ShapeTally:
     meta_inputs: Any  # (args, kwargs) as meta tensors, to count MACs lazily
     calls: int = 0
     computed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [blocks, components]
+    skipped_blocks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # [blocks], whole-block skips
 
 
 class CacheStats:
@@ -48,19 +49,23 @@ class CacheStats:
             self.reused = np.concatenate([self.reused, grow])
         tally = self._tallies.get(key)
         if tally is None:
-            tally = self._tallies[key] = _ShapeTally(meta_inputs(), 0, np.zeros(self.space.shape, np.int64))
+            nb = self.space.shape[0]
+            tally = self._tallies[key] = _ShapeTally(meta_inputs(), 0, np.zeros(self.space.shape, np.int64),
+                                                     np.zeros(nb, np.int64))
         tally.calls += 1
         self.calls += 1
         self._tally = tally
 
     def record_block(self, step: int, block: int, computed: bool) -> None:
-        """Count every component of one block as computed or reused (block-level backends)."""
+        """Count every component of one block as computed or reused (block-level backends); a skipped block
+        also skips its work outside the components (`StepCost.block_other`, e.g. FLUX's adaLN linear)."""
         row = self.space.applicable[block]
         if computed:
             self.computed[step, block] += row
             self._tally.computed[block] += row
         else:
             self.reused[step, block] += row
+            self._tally.skipped_blocks[block] += 1
 
     def record(self, step: int, block: int, component: int, computed: bool) -> None:
         """Count one component evaluation (hot path)."""
@@ -96,7 +101,8 @@ class CacheStats:
         executed = full = 0
         for key, t in self._tallies.items():
             cost = self._cost(key, t, convention)
-            executed += t.calls * (cost.outside + int(cost.block_other.sum())) + int((t.computed * cost.component).sum())
+            executed += (t.calls * (cost.outside + int(cost.block_other.sum())) - int((t.skipped_blocks * cost.block_other).sum())
+                         + int((t.computed * cost.component).sum()))
             full += t.calls * cost.full
         return {"executed": executed, "full": full, "speedup": full / executed if executed else 1.0}
 
