@@ -7,6 +7,7 @@
 
 from .adapters import Adapter, BlockGroup, InputSpec, families, get_adapter, register_adapter
 from .backends import Backend, BackendConfig, BlockBackend, StaticScheduleBackend
+from .backends.block_reuse import BlockReuseConfig
 from .backends.cfg_cache import CFGCacheConfig
 from .backends.cg_taylor import CGTaylorConfig
 from .backends.delta_dit import DeltaDiTConfig
@@ -70,6 +71,7 @@ __all__ = [
     "Baseline",
     "BlockBackend",
     "BlockGroup",
+    "BlockReuseConfig",
     "CFGCacheConfig",
     "CGTaylorConfig",
     "CacheHandle",

@@ -9,7 +9,9 @@ Two kinds of hooks, both through ``diffusers.hooks.HookRegistry`` on *this insta
    by the step hook (the backend's "compute or not?" and reused value, asked before the call; kept outputs
    handed to the backend after it); or, for block-level backends (``backend.level == "block"``:
    Δ-DiT, TeaCache, First-Block Cache, CG-Taylor, ERTACache), a hook on every block that runs it or
-   skips a contiguous block range with the backend's value (the rest of the range passes through).
+   skips a contiguous block range with the backend's value (the rest of the range passes through);
+   a component-level backend that ``reuses_blocks`` (`BlockReuseConfig`) also gets a block hook, planned per
+   call like the components: return the block's input + its cached residual, or run it.
 
 `CacheHandle.compile` (whole transformer) and `CacheHandle.compile_blocks` (every block) keep the
 deciding hooks outside the compiled frames, so graphs follow the schedule's patterns, never the step.
@@ -28,8 +30,9 @@ from torch import nn
 from torch.utils._pytree import tree_leaves
 
 from .adapters import Adapter, Site, get_adapter
-from .backends import Backend, BackendConfig, StaticScheduleBackend, StepContext
-from .ecad import load_schedule_file
+from .backends import Backend, BackendConfig, StepContext
+from .backends.base import streams_add, streams_sub
+from .backends.static import schedule_backend
 from .macs import meta_like, meta_model_of, step_cost
 from .schedule import Schedule, ScheduleError, ScheduleSpace
 from .stats import CacheStats
@@ -73,7 +76,7 @@ class _StepTrackerHook(ModelHook):
         elif ctx.step >= h.backend_steps():
             raise ScheduleError(
                 f"the generation reached step {ctx.step + 1} but the schedule has {h.backend_steps()} steps: "
-                "run the pipeline with the schedule's step count, or pass resample=True to accelerate()"
+                "run the pipeline with the schedule's step count, or pass resample=True to accelerate() or BlockReuseConfig"
             )
         h._skip_until = -1
         h.backend.begin_call(ctx)
@@ -128,13 +131,18 @@ class _ComponentHook(ModelHook):
 
 
 def _plan_components(h: CacheHandle) -> None:
-    """Before a call: each component hook's decision, whether its output is kept, and its reused value."""
+    """Before a call: each component hook's decision, whether its output is kept, and its reused value; each
+    residual block hook's (skip, keep) and the residual it adds."""
     b, ctx = h.backend, h.ctx
     for hook in h._components:
         c = b.should_compute(hook.site, ctx)
         hook.compute, hook.out = c, None
         hook.keep = c and b.keeps(hook.site, ctx)
         hook.value = None if c else b.reuse(hook.site, ctx)
+    for blk in h._blocks:
+        blk.skip, blk.keep = b.block_plan(blk.index, ctx)
+        blk.residual = b.block_residual(blk.index, ctx) if blk.skip else None
+        blk.delta = None
 
 
 def _commit_components(h: CacheHandle) -> None:
@@ -146,6 +154,63 @@ def _commit_components(h: CacheHandle) -> None:
             b.store(site, ctx, hook.out)
         stats.record(ctx.step, site.block, site.component, hook.compute)
         hook.out = hook.value = None
+    for blk in h._blocks:
+        if blk.keep and blk.delta is not None:
+            b.store_block(blk.index, ctx, blk.delta)
+        if blk.skip:
+            stats.record_skipped_block(blk.index)
+        blk.delta = blk.residual = None
+
+
+class _StreamIO:
+    """A block's stream inputs (`Adapter.block_outputs` order) read from its call, and its outputs packed alike."""
+
+    def __init__(self, names: tuple[str, ...], module: nn.Module) -> None:
+        self.names = names
+        params = list(inspect.signature(type(module).forward).parameters)[1:]
+        self.pos = {n: params.index(n) for n in names if n in params}
+        self.single = len(names) == 1
+
+    def streams(self, args: tuple, kwargs: dict) -> tuple:
+        """The block's stream inputs, in `Adapter.block_outputs` order."""
+        out = []
+        for n in self.names:
+            if n in kwargs:
+                out.append(kwargs[n])
+            else:
+                i = self.pos.get(n)
+                out.append(args[i] if i is not None and i < len(args) else None)
+        return tuple(out)
+
+    def pack(self, streams: tuple) -> Any:
+        """Streams as the block returns them."""
+        return streams[0] if self.single else tuple(streams)
+
+    def unpack(self, out: Any) -> tuple:
+        """The block's return value as streams."""
+        return (out,) if self.single else tuple(out)
+
+
+class _ResidualBlockHook(ModelHook):
+    """Block hook of a component-level backend that `reuses_blocks`: return input + residual, as planned for the
+    call (`skip`, `keep`, `residual`, like the component hooks' plan), or run the block, keeping out − in."""
+
+    def __init__(self, handle: CacheHandle, index: int, module: nn.Module) -> None:
+        super().__init__()
+        self.index = index
+        self.io = _StreamIO(handle.adapter.block_outputs, module)
+        self.skip, self.keep = False, False
+        self.residual: Any = None  # streams added to the input when skipping
+        self.delta: Any = None  # this call's out − in, when kept
+
+    def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        streams = self.io.streams(args, kwargs)
+        if self.skip:
+            return self.io.pack(streams_add(streams, self.residual))
+        out = self.fn_ref.original_forward(*args, **kwargs)
+        if self.keep:
+            self.delta = streams_sub(self.io.unpack(out), streams)
+        return out
 
 
 class _BlockHook(ModelHook):
@@ -157,40 +222,23 @@ class _BlockHook(ModelHook):
         self.index = index
         self.backend = handle.backend
         self.stats = handle.stats
-        self.names = handle.adapter.block_outputs
-        params = list(inspect.signature(type(module).forward).parameters)[1:]
-        self.pos = {n: params.index(n) for n in self.names if n in params}
-        self.single = len(self.names) == 1
+        self.io = _StreamIO(handle.adapter.block_outputs, module)
         self.compiled: Any = None  # the block's compiled forward (`CacheHandle.compile_blocks`); decisions stay eager
-
-    def _streams(self, args: tuple, kwargs: dict) -> tuple:
-        """The block's stream inputs, in `Adapter.block_outputs` order."""
-        out = []
-        for n in self.names:
-            if n in kwargs:
-                out.append(kwargs[n])
-            else:
-                i = self.pos.get(n)
-                out.append(args[i] if i is not None and i < len(args) else None)
-        return tuple(out)
-
-    def _pack(self, streams: tuple) -> Any:
-        return streams[0] if self.single else tuple(streams)
 
     def new_forward(self, module: nn.Module, *args: Any, **kwargs: Any) -> Any:
         h, b = self.handle, self.index
         ctx = h.ctx
         if b <= h._skip_until:  # inside a skipped range: pass the streams through
             self.stats.record_block(ctx.step, b, False)
-            return self._pack(self._streams(args, kwargs))
-        streams = self._streams(args, kwargs)
+            return self.io.pack(self.io.streams(args, kwargs))
+        streams = self.io.streams(args, kwargs)
         plan = self.backend.block_pre(b, ctx, streams, (module, args, kwargs))
         if plan is not None:
             value, h._skip_until = plan
             self.stats.record_block(ctx.step, b, False)
-            return self._pack(value)
+            return self.io.pack(value)
         out = (self.compiled or self.fn_ref.original_forward)(*args, **kwargs)
-        self.backend.block_post(b, ctx, streams, (out,) if self.single else tuple(out))
+        self.backend.block_post(b, ctx, streams, self.io.unpack(out))
         self.stats.record_block(ctx.step, b, True)
         return out
 
@@ -215,6 +263,7 @@ class CacheHandle:
         self.block_level = backend.level == "block"
         self._log: list[tuple[int, int, int, bool]] = []  # (generation, step, branch, skipped) per call
         self._components: list[_ComponentHook] = []
+        self._blocks: list[_ResidualBlockHook] = []  # block hooks of a component-level backend that reuses_blocks
         self._compiled: list[Any] = []  # blocks compiled in place, or hooks holding a compiled forward
         self._recompile_added = 0  # what compile() / compile_blocks() added to dynamo's recompile limit
         self._install()
@@ -241,6 +290,11 @@ class CacheHandle:
                     hook = _ComponentHook(self, site)
                     self._register(site.module, hook, COMPONENT_HOOK)
                     self._components.append(hook)
+                if self.backend.reuses_blocks:
+                    for i, block in enumerate(self.adapter.blocks(t)):
+                        hook = _ResidualBlockHook(self, i, block)
+                        self._register(block, hook, BLOCK_HOOK)
+                        self._blocks.append(hook)
         except BaseException:
             self.remove()
             raise
@@ -258,6 +312,7 @@ class CacheHandle:
                     del module._diffusers_hook
         self._hooked.clear()
         self._components.clear()
+        self._blocks.clear()
         for obj in self._compiled:  # undo compile() / compile_blocks()
             if isinstance(obj, nn.Module):
                 obj._compiled_call_impl = None
@@ -385,13 +440,8 @@ class CacheHandle:
 
 def _as_backend(spec: Any, transformer: nn.Module, space: ScheduleSpace, resample: bool, repair: bool) -> Backend:
     """Backend from a Schedule, a schedule/ECAD JSON path, a backend config, or a backend."""
-    if isinstance(spec, (str, Path)):
-        spec = load_schedule_file(spec, repair=repair)
-    if isinstance(spec, Schedule):
-        why = spec.space.describe_mismatch(space)
-        if why:
-            raise ScheduleError(f"schedule {spec.name!r} does not fit this model: {why}")
-        return StaticScheduleBackend(spec, resample=resample)
+    if isinstance(spec, (str, Path, Schedule)):
+        return schedule_backend(spec, space, resample=resample, repair=repair)
     if isinstance(spec, BackendConfig):
         return spec.build_backend(space, transformer)
     if isinstance(spec, Backend):

@@ -65,7 +65,11 @@ class CacheStats:
             self._tally.computed[block] += row
         else:
             self.reused[step, block] += row
-            self._tally.skipped_blocks[block] += 1
+            self.record_skipped_block(block)
+
+    def record_skipped_block(self, block: int) -> None:
+        """A block that did not run in this call: its work outside the components did not run either."""
+        self._tally.skipped_blocks[block] += 1
 
     def record(self, step: int, block: int, component: int, computed: bool) -> None:
         """Count one component evaluation (hot path)."""

@@ -44,6 +44,7 @@ class Backend:
     """
 
     level: ClassVar[str] = "component"
+    reuses_blocks: ClassVar[bool] = False  # a component-level backend that also skips whole blocks (`block_plan`)
 
     @property
     def num_steps(self) -> int | None:
@@ -80,6 +81,18 @@ class Backend:
     def reuse(self, site: Site, ctx: StepContext) -> Any:
         """The value to use instead of running the component."""
         raise NotImplementedError(f"{type(self).__name__} never skips a component")
+
+    # -- component level, whole blocks (``reuses_blocks``) --
+    def block_plan(self, block: int, ctx: StepContext) -> tuple[bool, bool]:
+        """(skip block `block`: return its input streams + `block_residual`, keep its residual out − in)."""
+        return False, False
+
+    def block_residual(self, block: int, ctx: StepContext) -> Streams:
+        """What a skipped block adds to its input streams."""
+        raise NotImplementedError(f"{type(self).__name__} never skips a block")
+
+    def store_block(self, block: int, ctx: StepContext, residual: Streams) -> None:
+        """Keep a kept block's residual (output − input streams)."""
 
     # -- block level --
     def block_pre(self, block: int, ctx: StepContext, streams: Streams, inputs: tuple) -> BlockPlan | None:

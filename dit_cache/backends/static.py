@@ -20,12 +20,14 @@ schedule's rows 0..k, and `set_schedule` can switch to another plan with the sam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..adapters import Site
-from ..schedule import Schedule, ScheduleError
+from ..ecad import load_schedule_file
+from ..schedule import Schedule, ScheduleError, ScheduleSpace
 from .base import Backend, StepContext, tensor_bytes
 from .taylorseer import TaylorFactors
 
@@ -43,6 +45,20 @@ class StaticCacheState:
         """Forget every cached output."""
         self.caches.clear()
         self.factors.clear()
+
+
+def schedule_backend(schedule: Schedule | str | Path, space: ScheduleSpace, *, resample: bool = False,
+                     repair: bool = False, cls: type[StaticScheduleBackend] | None = None) -> StaticScheduleBackend:
+    """A static backend (`cls`, default `StaticScheduleBackend`) following `schedule` (or a dit-cache / ECAD
+    schedule file), after checking that it fits the model's schedule `space`."""
+    if isinstance(schedule, (str, Path)):
+        schedule = load_schedule_file(schedule, repair=repair)
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"expected a Schedule or a schedule file path, not {type(schedule).__name__}")
+    why = schedule.space.describe_mismatch(space)
+    if why:
+        raise ScheduleError(f"schedule {schedule.name!r} does not fit this model: {why}")
+    return (cls or StaticScheduleBackend)(schedule, resample=resample)
 
 
 class StaticScheduleBackend(Backend):
@@ -105,7 +121,7 @@ class StaticScheduleBackend(Backend):
             raise ScheduleError(
                 f"schedule {self.schedule.name!r} has {self.schedule.steps} steps but the pipeline runs {n}{ctx.steps_note}: "
                 f"call the pipeline with num_inference_steps={self.schedule.steps}, make a schedule for {n} "
-                "steps, or pass resample=True to accelerate() (nearest step in normalized time)"
+                "steps, or pass resample=True to accelerate() or BlockReuseConfig (nearest step in normalized time)"
             )
         self._use(self._plan(n if n is not None and self.resample else self.schedule.steps))
 
