@@ -24,6 +24,9 @@ its display name); empty fields take the default (``delta-dit:4::12``):
     cfg-cache[:N[:WARMUP]]                 CFGCacheConfig (separate CFG calls)       cfg-cache-3-w1
     magcache:PROFILE[:DELTA[:K]]           MagCacheConfig (profile required)         magcache-PROFILE-0.1
     erta:PROFILE[:SELECT[:RES[:INT]]]      ERTACacheConfig (profile required)        erta-PROFILE
+    block:STATIC-SPEC                      BlockReuseConfig: fully reused blocks     block-fora-4
+                                           add their cached residual (all, fora,
+                                           cache, random or FILE.json inside)
     FILE.json                              dit-cache or ECAD schedule file           its name (or file stem)
 
 PROFILE is a JSON file from `dit-cache profile` (or a key of the `profiles` mapping given to `resolve_spec`).
@@ -40,6 +43,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .backends.block_reuse import BlockReuseConfig
 from .backends.cfg_cache import CFGCacheConfig
 from .backends.cg_taylor import CGTaylorConfig
 from .backends.delta_dit import DeltaDiTConfig
@@ -353,7 +357,7 @@ _KINDS: dict[str, _Kind] = {k.name: k for k in (
                    _Field("residual_correction", "RES", _bool, True, "res"),
                    _Field("interval_correction", "INT", _bool, True, "int")), lambda a, sp, n: ERTACacheConfig(**a)),
 )}
-SPEC_KINDS: tuple[str, ...] = (*(k.usage for k in _KINDS.values()), "FILE.json")
+SPEC_KINDS: tuple[str, ...] = (*(k.usage for k in _KINDS.values()), "block:STATIC-SPEC", "FILE.json")
 
 
 def _kinds_help() -> str:
@@ -458,6 +462,17 @@ def _from_file(text: str, space: ScheduleSpace | None, steps: int | None, resamp
     return CacheSpec(text, "file", sched.name, sched)
 
 
+def _block_spec(text: str, inner: str, space: ScheduleSpace | None, steps: int | None, resample: bool,
+                repair: bool) -> CacheSpec:
+    """``block:SPEC``: the static schedule SPEC with block-residual reuse (`BlockReuseConfig`)."""
+    if not inner:
+        raise _bad(text, "block: wraps a static spec, e.g. block:fora:4 or block:front_03.json")
+    got = resolve_spec(inner, space, steps, resample=resample, repair=repair)
+    if not isinstance(got.value, Schedule):
+        raise _bad(text, f"{inner!r} is not a static schedule; block: wraps all, fora, cache, random or a schedule file")
+    return CacheSpec(text, "block", f"block-{got.name}", BlockReuseConfig(got.value, resample=resample))
+
+
 def resolve_spec(text: str, space: ScheduleSpace | None = None, steps: int | None = None, *, resample: bool = False,
                  repair: bool = False, profiles: Mapping[str, Any] | None = None) -> CacheSpec:
     """A caching spec (see the module docstring) as a `Schedule` or backend config, with its display name.
@@ -467,6 +482,8 @@ def resolve_spec(text: str, space: ScheduleSpace | None = None, steps: int | Non
     profile dicts or paths, so specs can name in-memory profiles (``erta:reuse6``)."""
     text = str(text).strip()
     head, _, rest = text.partition(":")
+    if head == "block":
+        return _block_spec(text, rest, space, steps, resample, repair)
     kind = _KINDS.get(head)
     if kind is None or (Path(text).is_file() and not rest):
         if kind is None and not Path(text).is_file() and not text.endswith(".json") and "/" not in text:

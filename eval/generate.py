@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,12 @@ __all__ = ["Sample", "Variant", "generate", "load_sample", "run_variant"]
 
 # ----------------------------------------------------------------------------- variants
 def _config_digest(config: Any) -> str:
-    """Digest of a backend config: its fields, and the bytes of a profile file it names."""
-    fields = asdict(config) if is_dataclass(config) else {"repr": repr(config)}
+    """Digest of a backend config: its fields (a schedule by its digest), and the bytes of a profile file it names."""
+    def value(v: Any) -> Any:
+        return v.digest() if isinstance(v, dc.Schedule) else asdict(v) if is_dataclass(v) else v
+
+    fields = {f.name: value(getattr(config, f.name)) for f in dc_fields(config)} if is_dataclass(config) \
+        else {"repr": repr(config)}
     blob = json.dumps({"type": type(config).__name__, **fields}, sort_keys=True, default=str).encode()
     profile = fields.get("profile")
     if isinstance(profile, (str, Path)) and Path(profile).is_file():

@@ -171,3 +171,30 @@ def test_compiles_fullgraph_equal_to_eager(scope: str) -> None:
     assert torch.equal(out, ref)
     assert not counters["graph_break"]
     assert graphs == patterns if scope == "model" else graphs <= 2 * patterns + 1
+
+
+def test_block_spec_wraps_static_specs(tmp_path) -> None:
+    space = dc.space_of(build_tiny_pipeline("pixart").transformer)
+    spec = dc.resolve_spec("block:fora:3", space, STEPS)
+    assert spec.kind == "block" and spec.name == "block-fora-3" and spec.value.schedule == dc.fora(space, STEPS, 3)
+    dc.fora(space, STEPS, 2).save(tmp_path / "f.json")
+    assert dc.resolve_spec(f"block:{tmp_path / 'f.json'}", space, STEPS).value.schedule == dc.fora(space, STEPS, 2)
+    for text, message in (("block:", "block: wraps a static spec"), ("block:teacache:0.2", "is not a static schedule"),
+                          ("block:fora", "fora needs N")):
+        with pytest.raises(ScheduleError, match=message):
+            dc.resolve_spec(text, space, STEPS)
+
+
+def test_eval_runs_block_specs_beside_ecad_ones(tmp_path) -> None:
+    import json
+
+    from dit_cache.cli import main
+
+    out = tmp_path / "r"
+    assert main(["eval", "--model", "random-tiny", "--steps", "4", "--num-prompts", "2", "--batch-size", "1",
+                 "--schedules", "fora:2", "block:fora:2", "--metrics", "fidelity", "--repeats", "1", "--warmup", "0",
+                 "--quiet", "--out", str(out)]) == 0
+    rows = {r["variant"]: r for r in json.loads((out / "report.json").read_text())["rows"]}
+    assert list(rows) == ["uncached", "fora-2", "block-fora-2"]
+    assert rows["block-fora-2"]["backend"] == "BlockReuseConfig" and rows["block-fora-2"]["source"] == "block:fora:2"
+    assert rows["block-fora-2"]["macs_per_image"] == rows["fora-2"]["macs_per_image"]  # PixArt blocks: no other work
