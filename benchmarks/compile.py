@@ -20,6 +20,8 @@ max difference from eager. Phase 2 times eager and compiled generations of every
 Every variant runs on the embedded model; the hidden-384 model (slow to compile on one core) runs `MIDSIZE`.
 
 Writes benchmarks/results/compile.json (and the README table, `python benchmarks/compile.py --table`).
+``--set block-reuse`` measures the same static schedules with block-residual reuse (``block:`` specs) instead and
+writes compile_block_reuse.json: ``taskset -c 1 python benchmarks/compile.py --set block-reuse --models embedded``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from dit_cache.zoo import ZOO_DIR
 from dit_cache.zoo.tiny_random import build_midsize_pixart_transformer
 
 OUT = Path(__file__).parent / "results" / "compile.json"
+OUT_BLOCK = OUT.with_name("compile_block_reuse.json")
 LEARNED = ZOO_DIR / "schedules" / "tiny-pixart-shapes"
 VARIANTS = {  # scope -> {variant: spec (None: unhooked)}
     "model": {"unhooked": None, "fora-2": "fora:2", "fora-4": "fora:4",
@@ -58,14 +61,18 @@ VARIANTS = {  # scope -> {variant: spec (None: unhooked)}
                "first-block-0.2": "first-block:0.2",
                "teacache-0.3": "teacache:0.3", "cg-taylor-0.2": "cg-taylor:0.2", "delta-dit-2": "delta-dit:2"},
 }
-MIDSIZE = ("unhooked", "fora-2", "learned-3.16x")  # the variants timed on the dearer hidden-384 model (slow to compile on one core)
+_BLOCK = {"unhooked": None, "block-fora-2": "block:fora:2", "block-fora-4": "block:fora:4",
+          "block-learned-3.16x": f"block:{LEARNED / 'learned-3.16x.json'}",
+          "block-learned-3.81x": f"block:{LEARNED / 'learned-3.81x.json'}"}
+SETS = {"default": VARIANTS, "block-reuse": {"model": _BLOCK, "blocks": _BLOCK}}  # --set: which variants
+MIDSIZE = ("unhooked", "fora-2", "learned-3.16x", "block-fora-2", "block-learned-3.16x")  # the variants timed on the dearer hidden-384 model (slow to compile on one core)
 STEPS = 20
 
 
-def variants_of(model: str, scopes: tuple = tuple(VARIANTS)) -> dict:
-    """{scope: {variant: spec}} measured on `model` (every variant on the embedded one)."""
+def variants_of(model: str, scopes: tuple = tuple(VARIANTS), which: str = "default") -> dict:
+    """{scope: {variant: spec}} of the set `which` measured on `model` (every variant on the embedded one)."""
     return {scope: {v: s for v, s in vs.items() if model == "embedded" or v in MIDSIZE}
-            for scope, vs in VARIANTS.items() if scope in scopes}
+            for scope, vs in SETS[which].items() if scope in scopes}
 
 
 def build(model: str, device: str = "cpu", dtype: str = "fp32") -> tuple:
@@ -134,13 +141,13 @@ def _counts() -> dict:
             "recompiles": sum(v for k, v in counters["recompiles"].items()) if "recompiles" in counters else 0}
 
 
-def probe(model: str, scope: str, variant: str, device: str, dtype: str, mode: str | None) -> dict:
+def probe(model: str, scope: str, variant: str, device: str, dtype: str, mode: str | None, which: str) -> dict:
     """Phase 1 (in a fresh process): cold compile time, graph counts, syncs, MACs and the eager difference."""
     if device == "cpu":
         torch.set_num_threads(1)
     transformer, latents, text = build(model, device, dtype)
     dev = torch.device(device)
-    spec = VARIANTS[scope][variant]
+    spec = SETS[which][scope][variant]
     eager = Runner(transformer, scope, spec, compiled=False)
     ref = eager.run(latents, text)
     with torch.no_grad(), _SyncCounter() as sc:  # (under inference_mode the mode does not see `.item()`)
@@ -161,11 +168,11 @@ def _probe_all(args: argparse.Namespace, work: Path) -> dict:
     """Phase 1 over every variant, one subprocess each with its own inductor cache dir under `work` (cold
     compiles); rows are checkpointed in work/probes.jsonl, so a rerun with the same --work resumes."""
     rows: dict = {}
-    opts = ["--device", args.device, "--dtype", args.dtype] + (["--mode", args.mode] if args.mode else [])
+    opts = ["--device", args.device, "--dtype", args.dtype, "--set", args.set] + (["--mode", args.mode] if args.mode else [])
     done_file = work / "probes.jsonl"
     done = {tuple(r["key"]): r["row"] for r in map(json.loads, done_file.read_text().splitlines())} if done_file.exists() else {}
     for model in args.models:
-        for scope, variants in variants_of(model, args.scopes).items():
+        for scope, variants in variants_of(model, args.scopes, args.set).items():
             for variant in variants:
                 key = (model, scope, variant, *opts)
                 row = done.get(key)
@@ -196,7 +203,7 @@ def _time_all(args: argparse.Namespace) -> dict:
     for model in args.models:
         transformer, latents, text = build(model, args.device, args.dtype)
         runners = {(scope, v, m): Runner(transformer, scope, spec, compiled=m == "compiled", mode=args.mode)
-                   for scope, variants in variants_of(model, args.scopes).items() for v, spec in variants.items()
+                   for scope, variants in variants_of(model, args.scopes, args.set).items() for v, spec in variants.items()
                    for m in ("eager", "compiled")}
         for key, r in runners.items():  # warm-up: compile every variant once
             r.run(latents, text)
@@ -259,18 +266,22 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu or cuda (benchmarks/gpu_check.sh)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--mode", default=None, help="torch.compile mode, e.g. reduce-overhead (CUDA graphs)")
-    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--set", choices=tuple(SETS), default="default",
+                   help="variants: default (ECAD semantics, dynamic backends) or block-reuse (block:... specs)")
+    p.add_argument("--out", type=Path, default=None, help=f"JSON (default {OUT}; --set block-reuse: {OUT_BLOCK.name})")
     p.add_argument("--work", type=Path, default=None, help="phase-1 checkpoints and caches (rerun with it to resume)")
     p.add_argument("--table", action="store_true", help="print the README table from --out and exit")
     p.add_argument("--probe", nargs=3, metavar=("MODEL", "SCOPE", "VARIANT"), help=argparse.SUPPRESS)
-    return p.parse_args()
+    args = p.parse_args()
+    args.out = args.out or (OUT if args.set == "default" else OUT_BLOCK)
+    return args
 
 
 def main() -> None:
     """Run both phases; write JSON."""
     args = _parse()
     if args.probe:
-        print(json.dumps(probe(*args.probe, args.device, args.dtype, args.mode)))
+        print(json.dumps(probe(*args.probe, args.device, args.dtype, args.mode, args.set)))
         return
     if args.table:
         print(table(json.loads(args.out.read_text())["rows"]))
@@ -284,7 +295,7 @@ def main() -> None:
         shutil.copytree(d, merged, dirs_exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(merged)
     timing = _time_all(args)
-    result = {**summarize(probes, timing), "probes": probes, "timing": timing, "steps": STEPS, "dtype": args.dtype,
+    result = {**summarize(probes, timing), "set": args.set, "probes": probes, "timing": timing, "steps": STEPS, "dtype": args.dtype,
               "device": args.device, "mode": args.mode, "threads": 1 if args.device == "cpu" else torch.get_num_threads(),
               "torch": torch.__version__, "backend": "inductor", "machine": platform.machine(),
               "cpu_affinity": sorted(os.sched_getaffinity(0)), "wall_s": time.time() - start}

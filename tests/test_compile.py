@@ -5,6 +5,8 @@ other host sync can hide inside a block; the hooks outside blocks add none: test
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch._dynamo
@@ -150,3 +152,14 @@ def test_step_and_block_pattern_counts_of_the_shipped_schedules():
     assert fora.compile_patterns(per="step") == 2
     with pytest.raises(ValueError, match="per"):
         fora.compile_patterns(per="steps")
+
+
+def test_compile_warns_when_a_schedule_has_many_step_patterns():
+    pipe = build_tiny_pipeline("pixart")
+    space = dc.space_of(pipe.transformer)
+    with dc.accelerate(pipe, dc.random_schedule(space, 20, 0.5, seed=1)) as h:
+        with pytest.warns(UserWarning, match=r"distinct step patterns: compile\(\) compiles the whole transformer"):
+            h.compile(backend="aot_eager")  # (lazy: nothing is compiled until a call)
+    with dc.accelerate(pipe, dc.fora(space, 20, 2)) as h, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h.compile(backend="aot_eager")  # 2 patterns: no warning
