@@ -1,6 +1,6 @@
 """ECAD semantics vs block-residual reuse (`dc.BlockReuseConfig`) of the same static schedules, embedded model.
 
-For FORA N=2/3/4 and the shipped learned schedules: MACs speedup (the handle's count, equal to
+For FORA N=2..6 and the shipped learned schedules: MACs speedup (the handle's count, equal to
 `eval.flops.TransformerMacs`), image PSNR vs uncached and shapes-world adherence on held-out prompts, and eager
 wall speedup over uncached — every variant interleaved and rotated per repetition, medians of within-repetition
 ratios — with wall / MACs, the share of the compute saving that reaches the clock.
@@ -26,7 +26,7 @@ from dit_cache.zoo import ZOO_DIR
 
 OUT = Path(__file__).parent / "results" / "block_reuse.json"
 LEARNED = ZOO_DIR / "schedules" / "tiny-pixart-shapes"
-BASES = ("fora:2", "fora:3", "fora:4", str(LEARNED / "learned-3.16x.json"), str(LEARNED / "learned-3.81x.json"))
+BASES = ("fora:2", "fora:3", "fora:4", "fora:5", "fora:6", str(LEARNED / "learned-3.16x.json"), str(LEARNED / "learned-3.81x.json"))
 
 
 def variants(space: dc.ScheduleSpace, steps: int) -> list[tuple[str, str, object]]:

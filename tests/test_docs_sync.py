@@ -113,3 +113,14 @@ def test_readme_compile_table_is_compile_json(monkeypatch: pytest.MonkeyPatch) -
     assert f"the run took {report['wall_s'] / 60:.0f} minutes" in README
     assert {r["graph_breaks"] for r in report["rows"]} == {0}  # the README says every variant has 0 breaks
     assert max(r["max_abs_diff_vs_eager"] for r in report["rows"]) <= 7.5e-4  # and says this bound
+
+
+def test_readme_block_reuse_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # block_reuse.py imports its sibling benchmarks
+    spec = importlib.util.spec_from_file_location("bench_block_reuse", ROOT / "benchmarks" / "block_reuse.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = _load("block_reuse.json")["rows"]
+    assert mod.table(rows) in README
+    by = {(r["schedule"], r["semantics"]): r for r in rows[1:]}
+    assert f"FORA-4: {by['fora-4', 'ecad']['wall_over_macs']:.2f} → {by['fora-4', 'block']['wall_over_macs']:.2f}" in README
