@@ -124,3 +124,11 @@ def test_readme_block_reuse_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -
     assert mod.table(rows) in README
     by = {(r["schedule"], r["semantics"]): r for r in rows[1:]}
     assert f"FORA-4: {by['fora-4', 'ecad']['wall_over_macs']:.2f} → {by['fora-4', 'block']['wall_over_macs']:.2f}" in README
+
+
+def test_readme_peers_table_is_peers_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_peers", ROOT / "benchmarks" / "peers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.table(_load("peers.json")) in README
