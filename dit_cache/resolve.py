@@ -81,8 +81,11 @@ __all__ = [
 ]
 
 RANDOM_TINY = "random-tiny"
-SHAPES_PREFIX = "tiny-pixart-shapes"  # folders of the embedded shapes model (and its retrained versions)
-MODEL_FORMS = ("tiny", "random-tiny[:FAMILY[:LAYERS]]", "a pipeline folder", "a hub id")
+# the embedded trained models: --model name -> (zoo folder, adapter family); folders whose name starts with a zoo
+# folder's name (retrained versions) are shapes models too
+EMBEDDED = {"tiny": ("tiny-pixart-shapes", "pixart"), "tiny-flux": ("tiny-flux-shapes", "flux")}
+SHAPES_PREFIXES = tuple(folder for folder, _ in EMBEDDED.values())
+MODEL_FORMS = ("tiny", "tiny-flux", "random-tiny[:FAMILY[:LAYERS]]", "a pipeline folder", "a hub id")
 
 
 # ============================================================================= models
@@ -91,15 +94,20 @@ class ModelSpec:
     """A parsed `--model` value (nothing loaded yet)."""
 
     text: str  # as given
-    kind: str  # "tiny" | "random-tiny" | "folder" | "hub"
-    name: str  # canonical: "tiny", "random-tiny:pixart:4", the folder path, the hub id
+    kind: str  # "tiny" (an embedded model) | "random-tiny" | "folder" | "hub"
+    name: str  # canonical: "tiny", "tiny-flux", "random-tiny:pixart:4", the folder path, the hub id
     family: str | None = None  # known before loading for tiny and random-tiny
     layers: int | None = None  # random-tiny only
 
     @property
     def shapes(self) -> bool:
-        """The embedded shapes model (or a folder of it): shapes prompts, adherence and shapes-FID apply."""
-        return self.kind == "tiny" or (self.kind == "folder" and Path(self.name).name.startswith(SHAPES_PREFIX))
+        """An embedded shapes model (or a folder of one): shapes prompts, adherence and shapes-FID apply."""
+        return self.kind == "tiny" or (self.kind == "folder" and Path(self.name).name.startswith(SHAPES_PREFIXES))
+
+    @property
+    def zoo_name(self) -> str | None:
+        """The zoo folder name of an embedded model ("tiny-pixart-shapes", "tiny-flux-shapes"), else None."""
+        return EMBEDDED[self.name][0] if self.kind == "tiny" else None
 
     @property
     def random_weights(self) -> bool:
@@ -133,14 +141,14 @@ def _random_tiny(text: str) -> ModelSpec:
 
 
 def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
-    """Parse a `--model` value: tiny, random-tiny[:FAMILY[:LAYERS]], a pipeline folder or a hub id."""
+    """Parse a `--model` value: tiny, tiny-flux, random-tiny[:FAMILY[:LAYERS]], a pipeline folder or a hub id."""
     if isinstance(spec, ModelSpec):
         return spec
     text = str(spec).strip()
     if not text:
         raise ValueError(f"empty model spec; pass one of: {', '.join(MODEL_FORMS)}")
-    if text == "tiny":
-        return ModelSpec(text, "tiny", "tiny", "pixart")
+    if text in EMBEDDED:
+        return ModelSpec(text, "tiny", text, EMBEDDED[text][1])
     if text == RANDOM_TINY or text.startswith(RANDOM_TINY + ":"):
         return _random_tiny(text)
     path = Path(text).expanduser()
@@ -174,7 +182,8 @@ class LoadedModel:
                     width: int | None = None, **extra: Any) -> dict[str, Any]:
         """The call defaults with overrides (None keeps the default): steps, guidance, size, anything else."""
         kw = dict(self.call_defaults)
-        for key, value in (("num_inference_steps", steps), ("guidance_scale", guidance_scale), ("height", height),
+        cfg_kwarg = getattr(self.pipe, "GUIDANCE_KWARG", "guidance_scale")  # tiny-flux: true_cfg_scale
+        for key, value in (("num_inference_steps", steps), (cfg_kwarg, guidance_scale), ("height", height),
                            ("width", width)):
             if value is not None:
                 kw[key] = value
@@ -232,10 +241,10 @@ def _load(ms: ModelSpec, device: str, dtype: torch.dtype) -> tuple[Any, dict[str
         from . import zoo
 
         try:
-            pipe = zoo.load(ms.name if ms.kind == "folder" else zoo.DEFAULT_MODEL, device=device, dtype=dtype)
+            pipe = zoo.load(ms.name if ms.kind == "folder" else ms.zoo_name, device=device, dtype=dtype)
         except FileNotFoundError as e:
-            raise RuntimeError(f"the embedded model is not installed ({e}); use --model random-tiny for a "
-                               "random-weight PixArt (plumbing only) or pass a local pipeline folder") from None
+            raise RuntimeError(f"the embedded model {ms.text!r} is not installed ({e}); use --model random-tiny for "
+                               "a random-weight model (plumbing only) or pass a local pipeline folder") from None
         return pipe, dict(pipe.CALL_DEFAULTS)
     if ms.kind == RANDOM_TINY:
         from diffusers.utils import logging as dlog

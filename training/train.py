@@ -22,7 +22,9 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +38,8 @@ from diffusers import (
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from dit_cache.zoo import DEFAULT_MODEL, ZOO_DIR
+from dit_cache import zoo
+from dit_cache.zoo import DEFAULT_MODEL, ZOO_DIR, ShapesPixArtPipeline
 from training import shapes as S
 
 PID_FILE = Path("/tmp/dit_train.pid")
@@ -105,8 +108,8 @@ def build_scheduler() -> DPMSolverMultistepScheduler:
 
 
 def make_pipeline(tokenizer, text_encoder, vae, transformer) -> PixArtAlphaPipeline:
-    """Assemble a PixArtAlphaPipeline from components (progress bar off)."""
-    pipe = PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+    """Assemble a (shapes-defaults) PixArtAlphaPipeline from components (progress bar off)."""
+    pipe = ShapesPixArtPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                                scheduler=build_scheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -115,17 +118,24 @@ def make_pipeline(tokenizer, text_encoder, vae, transformer) -> PixArtAlphaPipel
 @torch.no_grad()
 def generate(pipe: PixArtAlphaPipeline, prompts: list[str], seed: int = 0, steps: int = 20, guidance: float = 4.5,
              batch: int = 64) -> torch.Tensor:
-    """Generate uint8 images (N, 3, 32, 32) for prompts (CFG on, deterministic per seed)."""
+    """Generate uint8 images (N, 3, 32, 32) for prompts with a shapes pipeline's call defaults (CFG on, deterministic
+    per seed); `guidance` goes to the pipeline's own CFG argument (PixArt: guidance_scale, FLUX: true_cfg_scale)."""
     out = []
     for i in range(0, len(prompts), batch):
         g = torch.Generator().manual_seed(seed + i)
-        img = pipe(prompts[i: i + batch], num_inference_steps=steps, guidance_scale=guidance, generator=g,
-                   output_type="pt", use_resolution_binning=False, clean_caption=False).images  # (B, 3, H, W)
+        img = pipe(prompts[i: i + batch], num_inference_steps=steps, generator=g, output_type="pt",
+                   **{pipe.GUIDANCE_KWARG: guidance}).images  # (B, 3, H, W)
         out.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
     return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- helpers
+def autocast() -> torch.autocast:
+    """bf16 autocast where the CPU has AVX-512 (bf16 matmuls); on AVX2-only CPUs bf16 is ~8x slower than fp32
+    (measured: FLUX transformer step 13.4 s vs 1.2 s), so there the context is disabled and training runs in fp32."""
+    return torch.autocast("cpu", torch.bfloat16, enabled="AVX512" in torch.backends.cpu.get_cpu_capability())
+
+
 def _pid_file(on: bool) -> None:
     """Write (on) or remove (off, if it is ours) the PID file that lets a benchmark pause this process."""
     if on:
@@ -240,7 +250,7 @@ def train_vae(out: Path, steps: int, seed: int, resume: bool, batch: int = 32, l
     state = _resume_stage(d, resume, vae, opt)
 
     def loss_fn(x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.autocast("cpu", torch.bfloat16):
+        with autocast():
             post = vae.encode(x).latent_dist
             z = post.sample(generator=torch.Generator().manual_seed(seed * 7919 + step))
             rec = vae.decode(z).sample.float()
@@ -277,7 +287,7 @@ def train_decoder(out: Path, steps: int, seed: int, resume: bool, batch: int = 3
     def loss_fn(x: torch.Tensor, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean  # (B, 4, 16, 16)
-        with torch.autocast("cpu", torch.bfloat16):
+        with autocast():
             rec = vae.decode(z).sample.float()
         return F.mse_loss(rec, x) + 0.5 * F.l1_loss(rec, x), {}
 
@@ -329,13 +339,12 @@ def scorer():
     return shapes_scorer
 
 
-def _track(tok, te, vae, dit, prompts: list[str], seed: int) -> dict:
-    """Adherence (and its components) of EMA weights on a fixed prompt set, bf16, 20 steps, CFG 4.5."""
+def _track(pipe, prompts: list[str], seed: int) -> dict:
+    """Adherence (and its components) of a pipeline of EMA weights on a fixed prompt set, bf16, 20 steps, CFG 4.5."""
     sc = scorer()
     if not sc.WEIGHTS.exists():
         return {"skipped": "no scorer weights (run the `scorer` stage first)"}
-    pipe = make_pipeline(tok, te, vae, dit)
-    with torch.autocast("cpu", torch.bfloat16):
+    with autocast():
         imgs = generate(pipe, prompts, seed=seed)
     return {k: round(v, 4) for k, v in sc.adherence(imgs, prompts).items()}
 
@@ -440,8 +449,8 @@ def _dit_batch(data: _DitData, tok, step: int, seed: int, batch: int, p_two: flo
 
 def _dit_update(m: _DitModels, opt: torch.optim.Optimizer, ti, t: torch.Tensor, xt: torch.Tensor, v: torch.Tensor,
                 w: torch.Tensor, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on the weighted v-loss (bf16 autocast, grad clip 1) and the EMA update -> loss, grad norm."""
-    with torch.autocast("cpu", torch.bfloat16):
+    """One optimizer step on the weighted v-loss (bf16 autocast where fast, grad clip 1) and the EMA update -> loss, grad norm."""
+    with autocast():
         emb = m.te(ti.input_ids, attention_mask=ti.attention_mask).last_hidden_state  # (B, L, 128)
         pred = m.dit(xt, encoder_hidden_states=emb, encoder_attention_mask=ti.attention_mask, timestep=t,
                      added_cond_kwargs={"resolution": None, "aspect_ratio": None}).sample  # (B, 4, 16, 16)
@@ -455,11 +464,38 @@ def _dit_update(m: _DitModels, opt: torch.optim.Optimizer, ti, t: torch.Tensor, 
     return loss, gn
 
 
+@dataclass(frozen=True)
+class Arch:
+    """What the transformer stage needs of one architecture (the loop, checkpoints and tracking are shared)."""
+
+    name: str
+    models: Callable[[Path, int, int], Any]  # (out, seed, hidden) -> models with .tok, .named(), .params
+    batch: Callable[..., tuple]  # (data, tok, step, seed, batch, p_two, t_bias, min_snr) -> idx, ti, t, xt, target, w
+    update: Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (m, opt, ti, t, xt, target, w, decay) -> loss, gn
+    pipeline: Callable[[Any], Any]  # models -> a pipeline of the EMA weights (tracking)
+    export: Callable[[Path, Path, int, str], Path]  # (out, export_dir, seed, command) -> the saved pipeline folder
+    fg_map: Callable[[torch.Tensor], torch.Tensor] = lambda mask: mask  # (B, 1, 16, 16) mask -> loss-weight layout
+
+
+PIXART = Arch("pixart", lambda out, seed, hidden: _DitModels(out, seed, hidden), _dit_batch, _dit_update,
+              lambda m: make_pipeline(m.tok, m.te_ema, m.vae, m.dit_ema), lambda *a: export(*a))
+
+
+def arch(name: str) -> Arch:
+    """The architecture of `--arch` (the FLUX one imports diffusers' Flux classes on first use)."""
+    if name == "flux":
+        from training import flux
+
+        return flux.FLUX
+    return PIXART
+
+
 def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, lr: float = 1e-3, warmup: int = 200,
               ema_decay: float = 0.999, min_snr: float = 5.0, pool: int = 40000, eval_every: int = 500,
               max_minutes: float = 0.0, hidden: int = 128, fg_weight: float = 0.0, fg_from: int = 0,
-              p_two: float | None = None, t_bias: float = 0.0) -> None:
-    """Train the PixArt transformer and the T5 encoder jointly: v-prediction, min-SNR weighting, EMA, CFG dropout.
+              p_two: float | None = None, t_bias: float = 0.0, arch: Arch = PIXART) -> None:
+    """Train the transformer and the text encoder(s) jointly (PixArt: v-prediction with min-SNR weighting; FLUX:
+    rectified flow, see training/flux.py), EMA, CFG dropout.
 
     `fg_weight` > 0 multiplies the loss on object pixels by (1 + fg_weight) from step `fg_from` on: objects cover only
     ~3-10 % of the image, so without it the loss (and learning) is dominated by the background.
@@ -469,7 +505,7 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
     """
     d = out / "dit_ckpt"
     d.mkdir(parents=True, exist_ok=True)
-    m = _DitModels(out, seed, hidden)
+    m = arch.models(out, seed, hidden)
     opt = torch.optim.AdamW(m.params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
     state = _resume_dit(d, resume, m, opt, fg_weight, fg_from)
     data = _DitData(out, m.vae, pool, seed, fg_weight, p_two)
@@ -479,15 +515,15 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
     bar = tqdm(range(state["step"], steps), desc="dit", initial=state["step"], total=steps)
     ema_loss = None
     for step in bar:
-        idx, ti, t, xt, v, w = _dit_batch(data, m.tok, step, seed, batch, p_two, t_bias, min_snr)
+        idx, ti, t, xt, v, w = arch.batch(data, m.tok, step, seed, batch, p_two, t_bias, min_snr)
         # progress = steps done, or wall time used if a --max-minutes budget runs out first (LR tail still happens)
         elapsed = wall0 + time.time() - t0
         eff = step if max_minutes <= 0 else max(step, int(steps * elapsed / (60 * max_minutes)))
         for gp in opt.param_groups:
             gp["lr"] = _lr(eff, lr, warmup, steps)
         if data.fg_pool is not None and step >= fg_from:
-            w = w * (1 + fg_weight * data.fg_pool[idx])  # (B, 1, 16, 16)
-        loss, gn = _dit_update(m, opt, ti, t, xt, v, w, min(ema_decay, (1 + step) / (10 + step)))
+            w = w * (1 + fg_weight * arch.fg_map(data.fg_pool[idx]))  # (B, 1, 16, 16) or packed
+        loss, gn = arch.update(m, opt, ti, t, xt, v, w, min(ema_decay, (1 + step) / (10 + step)))
         ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema_loss:.4f}", lr=f"{opt.param_groups[0]['lr']:.1e}", refresh=False)
         if step % 25 == 0:
@@ -496,7 +532,7 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
         done = step + 1 == steps
         over = max_minutes > 0 and (wall0 + time.time() - t0) > 60 * max_minutes
         if (step + 1) % eval_every == 0 or done or over or stop.flag:
-            adh = _track(m.tok, m.te_ema, m.vae, m.dit_ema, data.val_prompts, seed)
+            adh = _track(arch.pipeline(m), data.val_prompts, seed)
             adh.update(step=step + 1, wall_s=round(wall0 + time.time() - t0, 1))
             state["adherence"].append(adh)
             tqdm.write(f"step {step + 1}: val adherence {adh}")
@@ -538,15 +574,18 @@ def export(out: Path, export_dir: Path, seed: int = 0, command: str = "") -> Pat
 
 # --------------------------------------------------------------------------- evaluation and figure
 def load_pipeline(model: Path | str, dtype: torch.dtype = torch.float32) -> PixArtAlphaPipeline:
-    """Load a saved pipeline offline (progress bar off)."""
-    pipe = PixArtAlphaPipeline.from_pretrained(str(model), dtype=dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    """Load a saved shapes pipeline (PixArt or FLUX) offline, with its call defaults (progress bar off)."""
+    return zoo.load(str(model), dtype=dtype)
 
 
 def initial_pipeline(model: Path | str, seed: int = 0) -> PixArtAlphaPipeline:
-    """The untrained initial model: trained VAE/tokenizer of `model`, freshly initialised transformer and T5."""
+    """The untrained initial model: trained VAE/tokenizer of `model`, freshly initialised transformer and text
+    encoder(s)."""
     pipe = load_pipeline(model)
+    if pipe.GUIDANCE_KWARG == "true_cfg_scale":
+        from training import flux
+
+        return flux.initial_pipeline(pipe, seed)
     te = build_text_encoder(len(pipe.tokenizer), seed)
     dit = build_transformer(seed, hidden=pipe.transformer.config.num_attention_heads
                             * pipe.transformer.config.attention_head_dim, layers=pipe.transformer.config.num_layers,
@@ -665,6 +704,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, default=Path("runs/tiny-pixart-shapes"), help="work dir (checkpoints)")
     ap.add_argument("--export-dir", type=Path, default=None, help="pipeline output dir (default <out>/pipeline)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--arch", default="pixart", choices=["pixart", "flux"],
+                    help="pixart: tiny-pixart-shapes; flux: tiny-flux-shapes (reuses the shipped VAE: stages dit, "
+                         "export; see training/flux.py)")
     ap.add_argument("--vae-steps", type=int, default=1500)
     ap.add_argument("--steps", type=int, default=3000, help="transformer steps")
     ap.add_argument("--dec-steps", type=int, default=0, help="decoder-only fine-tune steps (0: skip)")
@@ -704,16 +746,21 @@ def _train_stages(a: argparse.Namespace, command: str) -> None:
         from training.scorer import train as train_scorer
 
         print(json.dumps(train_scorer(WEIGHTS, steps=a.scorer_steps, seed=a.seed), indent=1))
-    if a.stage in ("all", "vae"):
+    flux = a.arch == "flux"
+    if flux and a.stage in ("vae", "decoder"):
+        raise SystemExit(f"--arch flux reuses the shipped VAE: there is no {a.stage} stage (use dit or export)")
+    if a.stage in ("all", "vae") and not flux:
         train_vae(a.out, a.vae_steps, a.seed, a.resume)
     if a.stage in ("all", "dit"):
         train_dit(a.out, a.steps, a.seed, a.resume, batch=a.batch, lr=a.lr, warmup=a.warmup, ema_decay=a.ema,
                   pool=a.pool, eval_every=a.eval_every, max_minutes=a.max_minutes, hidden=a.hidden,
-                  fg_weight=a.fg_weight, fg_from=a.fg_from, p_two=a.p_two, min_snr=a.min_snr, t_bias=a.t_bias)
-    if a.stage == "decoder" or (a.stage == "all" and a.dec_steps > 0):
+                  fg_weight=a.fg_weight, fg_from=a.fg_from, p_two=a.p_two, min_snr=a.min_snr, t_bias=a.t_bias,
+                  arch=arch(a.arch))
+    if not flux and (a.stage == "decoder" or (a.stage == "all" and a.dec_steps > 0)):
         train_decoder(a.out, a.dec_steps, a.seed, a.resume)
     if a.stage in ("all", "export"):
-        print("exported to", export(a.out, a.export_dir or a.out / "pipeline", a.seed, command))
+        export_fn = arch(a.arch).export
+        print("exported to", export_fn(a.out, a.export_dir or a.out / "pipeline", a.seed, command))
 
 
 def _eval_stages(a: argparse.Namespace) -> None:
