@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import dit_cache as dc
-from dit_cache.resolve import erta_reuse_points
+from dit_cache.resolve import MODEL_HELP, erta_reuse_points
 from eval.fidelity import decode_latents as decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,8 +224,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--calib", type=int, default=8, help="calibration prompts for ERTACache / TeaCache")
     ap.add_argument("--repeats", type=int, default=7, help="timing repetitions (interleaved, rotated)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--model", default=None, help="any --model spec, e.g. a shapes-world pipeline folder "
-                    "(default: the embedded model)")
+    ap.add_argument("--model", default=None, help="default tiny: " + MODEL_HELP)
     ap.add_argument("--only", nargs="*", default=None, help="run only these backends (e.g. fora erta teacache first-block)")
     ap.add_argument("--out", type=Path, default=None, help=f"JSON (default {OUT}; --quick: a temp dir)")
     ap.add_argument("--plot", type=Path, default=None, help=f"Pareto plot (default {PLOT}; --quick: a temp dir)")

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 
 from .io import check_out_file, nonnegative_int, positive_int
+from .resolve import MODEL_HELP
 
 DESCRIPTION = """\
 dit-cache: make diffusion transformers faster by caching block features across denoising steps.
@@ -352,8 +353,7 @@ def _add_schedule(sub) -> None:
                                     "(`Schedule.to_space`), e.g. a schedule of a 12-block model on a 28-block one.")
     q.add_argument("schedule", help="dit-cache or ECAD JSON")
     q.add_argument("--steps", type=positive_int, default=None, help="target step count")
-    q.add_argument("--model", default=None, help="target model (any --model value: tiny, random-tiny:FAMILY:LAYERS, "
-                   "a folder, a hub id); its transformer gives the block count")
+    q.add_argument("--model", default=None, help="target model; its transformer gives the block count: " + MODEL_HELP)
     _model_args(q, required=False)
     q.add_argument("--out", "-o", required=True, help="output JSON path")
     q.set_defaults(func=cmd_schedule_transfer)
@@ -368,8 +368,7 @@ def _add_profile(sub) -> None:
                        description="Run the model uncached on calibration prompts and write a JSON profile for a "
                                    "dynamic backend (tied to this model and step count).")
     p.add_argument("--backend", required=True, choices=("erta", "teacache", "magcache"))
-    p.add_argument("--model", default="tiny", help="tiny (embedded model), random-tiny[:FAMILY[:LAYERS]] (random "
-                   "weights), a pipeline folder or a hub id")
+    p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--prompts", required=True, help="text file, one prompt per line")
     p.add_argument("--limit", type=positive_int, default=None, help="use the first N prompts")
     p.add_argument("--steps", type=positive_int, default=20)

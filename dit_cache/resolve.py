@@ -64,6 +64,7 @@ from .schedule import (
 
 __all__ = [
     "DEFAULT_BASELINES",
+    "MODEL_HELP",
     "SPEC_KINDS",
     "Baseline",
     "CacheSpec",
@@ -86,6 +87,9 @@ RANDOM_TINY = "random-tiny"
 EMBEDDED = {"tiny": ("tiny-pixart-shapes", "pixart"), "tiny-flux": ("tiny-flux-shapes", "flux")}
 SHAPES_PREFIXES = tuple(folder for folder, _ in EMBEDDED.values())
 MODEL_FORMS = ("tiny", "tiny-flux", "random-tiny[:FAMILY[:LAYERS]]", "a pipeline folder", "a hub id")
+MODEL_HELP = ("tiny (embedded trained PixArt, the default), tiny-flux (embedded trained FLUX), "
+              "random-tiny[:FAMILY[:LAYERS]] (random weights, plumbing only; FAMILY pixart, flux, sd3, wan or dit), "
+              "or a pipeline folder / hub id of a PixArt, FLUX, SD3, Wan2.1 or DiT pipeline")
 
 
 # ============================================================================= models

@@ -14,7 +14,7 @@ import torch
 
 import dit_cache as dc
 from dit_cache.io import OutLock, check_out_dir, nonnegative_int, positive_int
-from dit_cache.resolve import load_pipeline, parse_model_spec, resolve_spec
+from dit_cache.resolve import MODEL_HELP, load_pipeline, parse_model_spec, resolve_spec
 
 from .config import EvalConfig
 from .generate import Sample, Variant, generate
@@ -188,8 +188,7 @@ def register(sub) -> None:
     """Add `dit-cache eval` to the CLI (entry point of the `dit_cache.commands` group)."""
     p = sub.add_parser("eval", help="evaluate schedules: speedup (MACs, wall) vs quality, report with plots and grids",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="tiny", help="tiny (embedded model, default), random-tiny[:FAMILY[:LAYERS]] "
-                   "(random weights, plumbing only), a local pipeline folder or a hub id")
+    p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--schedules", nargs="*", default=["fora:2", "fora:3"], metavar="SPEC",
                    help="caching specs: static schedules all, fora:N[:WARMUP], cache:COMPONENT:N, random:P[:SEED], "
                    "a dit-cache/ECAD schedule JSON; or dynamic backends taylorseer[:N[:ORDER[:WARMUP]]], "

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 import dit_cache as dc
 from dit_cache.io import check_out_dir, positive_int
-from dit_cache.resolve import parse_model_spec, prompt_kwargs
+from dit_cache.resolve import MODEL_HELP, parse_model_spec, prompt_kwargs
 
 from .fidelity import decode_latents, latent_mse, psnr, to_uint8
 from .grid import image_grid
@@ -43,12 +43,13 @@ def _call(pipe, prompts: list[str], steps: int, seed: int, latent: bool, default
 
 
 def shipped_schedules(model: str, steps: int) -> list[Path]:
-    """Learned schedules shipped for the embedded model (`dit-cache search` output) at this step count."""
-    if parse_model_spec(model).kind != "tiny":
+    """Learned schedules shipped for an embedded model (`dit-cache search` output) at this step count."""
+    ms = parse_model_spec(model)
+    if ms.zoo_name is None:
         return []
-    from dit_cache.zoo import DEFAULT_MODEL, ZOO_DIR
+    from dit_cache.zoo import ZOO_DIR
 
-    files = sorted((ZOO_DIR / "schedules" / DEFAULT_MODEL).glob("*.json"))
+    files = sorted((ZOO_DIR / "schedules" / ms.zoo_name).glob("*.json"))
     return [f for f in files if dc.Schedule.load(f).steps == steps]
 
 
@@ -193,8 +194,7 @@ def register(sub) -> None:
     """Add `dit-cache demo` to the CLI (entry point of the `dit_cache.commands` group)."""
     p = sub.add_parser("demo", help="the main job: generate with and without caching, print the trade-off",
                        description=__doc__)
-    p.add_argument("--model", default="tiny", help="tiny (embedded trained model, default), "
-                   "random-tiny[:FAMILY[:LAYERS]] (random weights, plumbing only), a pipeline folder or a hub id")
+    p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--out", default="demo_out", help="folder for grid.png and report.json/md (default demo_out)")
     p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default 20)")
     p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per variant, interleaved (default 3)")

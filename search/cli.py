@@ -6,6 +6,7 @@ import argparse
 import json
 
 from dit_cache.io import check_out_dir, nonnegative_int, positive_int
+from dit_cache.resolve import MODEL_HELP
 
 from .nsga import SearchConfig
 from .objectives import OBJECTIVES
@@ -53,9 +54,7 @@ def _cmd(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The search options."""
     d = SearchConfig()
-    p.add_argument("--model", default=d.model, help="tiny (embedded model), random-tiny[:FAMILY[:LAYERS]] (random "
-                   "weights; FAMILY pixart, flux, sd3, wan or dit), or a pipeline folder / hub id of a PixArt, FLUX, "
-                   "SD3, Wan2.1 or DiT pipeline (default tiny)")
+    p.add_argument("--model", default=d.model, help=MODEL_HELP)
     p.add_argument("--prompts", default=d.prompts, help=f"calibration prompts, one per line (default {d.prompts})")
     p.add_argument("--num-prompts", type=positive_int, default=None, help="use the first N prompts of the file")
     p.add_argument("--population", type=positive_int, default=d.population, help=f"NSGA-II population (default {d.population})")

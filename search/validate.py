@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 import dit_cache as dc
+from dit_cache.resolve import MODEL_HELP
 from eval.fidelity import psnr, to_uint8
 
 from .loops import decoder, make_loop
@@ -375,8 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m search.validate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="a `dit-cache search` output folder (reads RUN/front/*.json)")
-    p.add_argument("--model", default="tiny", help="the model the run searched: tiny (default), "
-                   "random-tiny[:FAMILY[:LAYERS]], a pipeline folder or hub id of any family")
+    p.add_argument("--model", default="tiny", help="the model the run searched: " + MODEL_HELP)
     p.add_argument("--prompts", default=None, help="prompts file (default: held-out shapes captions)")
     p.add_argument("--num-prompts", type=int, default=64, help="number of prompts (default 64)")
     p.add_argument("--seed", type=int, default=10_000, help="first noise seed (default 10000, unlike the search's)")

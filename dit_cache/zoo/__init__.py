@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from pathlib import Path
@@ -51,6 +52,7 @@ class ShapesPixArtPipeline(_ShapesDefaults, PixArtAlphaPipeline):
     CALL_DEFAULTS: ClassVar[dict[str, Any]] = {**CALL_KWARGS, "height": 32, "width": 32}
     BASE: ClassVar[type] = PixArtAlphaPipeline
 
+    @functools.wraps(PixArtAlphaPipeline.__call__)  # the signature (and its defaults) stay inspectable
     def __call__(self, *args, **kwargs):
         return super().__call__(*args, **self._with_defaults(args, kwargs))
 
@@ -63,6 +65,7 @@ class ShapesFluxPipeline(_ShapesDefaults, FluxPipeline):
     GUIDANCE_KWARG: ClassVar[str] = "true_cfg_scale"
     BASE: ClassVar[type] = FluxPipeline
 
+    @functools.wraps(FluxPipeline.__call__)
     def __call__(self, *args, **kwargs):
         kwargs = self._with_defaults(args, kwargs)
         prompt = args[0] if args else kwargs.get("prompt")
