@@ -612,9 +612,10 @@ def shape_errors(preds: list, prompts: list[str]) -> dict:
 
 
 def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.5,
-             n_real: int = 2048, with_initial: bool = True, split: str = "heldout") -> dict:
+             n_real: int = 2048, with_initial: bool = True, split: str = "heldout", two_objects: int = 0) -> dict:
     """Adherence on single-object prompts of `split` (held-out by default; 'val' for tuning sampler settings)
-    + shapes-FID vs real renders of the same split (trained and initial)."""
+    + shapes-FID vs real renders of the same split (trained and initial); with `two_objects` N > 0, also the
+    trained model's adherence on N two-object prompts."""
     sc = scorer()
     adherence, load_classifier, shapes_fid = sc.adherence, sc.load_classifier, sc.shapes_fid
 
@@ -632,6 +633,10 @@ def evaluate(model: Path, num_prompts: int = 256, seed: int = 0, steps: int = 20
     res["trained"] = {k: round(v, 4) for k, v in adherence(imgs, prompts, clf).items()}
     res["trained"]["shapes_fid"] = round(shapes_fid(imgs, real, clf), 3)
     res["trained_shape_errors"] = shape_errors(sc.predict(imgs, clf), prompts)
+    if two_objects > 0:  # two-object prompts of the same split (count, and attributes matched per object)
+        prompts2 = [c for _, c in S.split_prompts(split, two_objects, seed=seed + 1, n_objects=2)]
+        imgs2 = generate(load_pipeline(model), prompts2, seed=seed, steps=steps, guidance=guidance)
+        res["trained_two_objects"] = {k: round(v, 4) for k, v in adherence(imgs2, prompts2, clf).items()}
     if with_initial:
         imgs0 = generate(initial_pipeline(model, seed), prompts, seed=seed, steps=steps, guidance=guidance)
         res["initial"] = {k: round(v, 4) for k, v in adherence(imgs0, prompts, clf).items()}
@@ -688,7 +693,8 @@ def grid(model: Path, path: Path, seed: int = 0, guidance: float = 4.5) -> Path:
             else:
                 cur = (cur + " " + w).strip()
         ax.set_xlabel("\n".join([*lines, cur]), fontsize=8.5)
-    fig.suptitle(f"tiny-pixart-shapes: 16 held-out prompts (20 DPM-Solver steps, CFG {guidance}, 32x32)", fontsize=12)
+    solver = "Euler" if "FlowMatch" in type(load_pipeline(model).scheduler).__name__ else "DPM-Solver"
+    fig.suptitle(f"{Path(model).name}: 16 held-out prompts (20 {solver} steps, CFG {guidance}, 32x32)", fontsize=12)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
@@ -732,6 +738,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-prompts", type=int, default=256)
     ap.add_argument("--guidance", type=float, default=4.5, help="evaluate/grid: CFG scale")
     ap.add_argument("--no-initial", action="store_true", help="evaluate: skip the untrained baseline")
+    ap.add_argument("--two-objects", type=int, default=0, help="evaluate: also score N two-object prompts")
     ap.add_argument("--split", default="heldout", choices=["heldout", "val"],
                     help="evaluate: prompt split (default heldout, the quality bar; val for tuning sampler settings)")
     ap.add_argument("--json", type=Path, default=None, help="evaluate: also write results here")
@@ -767,7 +774,7 @@ def _eval_stages(a: argparse.Namespace) -> None:
     """The evaluation stages: evaluate, vae-eval, grid."""
     if a.stage == "evaluate":
         res = evaluate(a.model, a.num_prompts, a.seed, guidance=a.guidance, with_initial=not a.no_initial,
-                       split=a.split)
+                       split=a.split, two_objects=a.two_objects)
         print(json.dumps(res, indent=1))
         if a.json:
             _save_json(a.json, res)
