@@ -79,11 +79,13 @@ def call(base: dict, prompt: str, seed: int) -> dict:
 
 
 # -- operating points --------------------------------------------------------------------------------
-def operating_points(space: dc.ScheduleSpace, steps: int, profiles: dict[str, Any]) -> list[tuple[str, str, Any]]:
-    """(backend, spec, config) of `dit_cache.baselines` (FORA and every backend at >= 3 points), plus FORA
-    with forecast cells between its full steps (N=3,4,5, warm-up 1); `profiles` from `dc.resolve.baseline_profiles`."""
+def operating_points(space: dc.ScheduleSpace, steps: int, profiles: dict[str, Any],
+                     separate_cfg: bool = False) -> list[tuple[str, str, Any]]:
+    """(backend, spec, config) of `dit_cache.baselines` (FORA and every backend at >= 3 points; CFG-branch caching
+    with `separate_cfg`), plus FORA with forecast cells between its full steps (N=3,4,5, warm-up 1); `profiles`
+    from `dc.resolve.baseline_profiles`."""
     pts: list[tuple[str, str, Any]] = []
-    for b in dc.baselines(steps, space.shape[0]):
+    for b in dc.baselines(steps, space.shape[0], separate_cfg=separate_cfg):
         pts.append((b.backend, b.spec, dc.resolve_spec(b.spec, space, steps, profiles=profiles).value))
         if b.spec == "taylorseer:6:1:2":
             pts += [("fora+forecast", f"fora:{n}:1 forecast", dc.fora(space, steps, n, warmup=1).with_forecast())
@@ -238,9 +240,10 @@ def _args() -> argparse.Namespace:
     return args
 
 
-def _points(space: dc.ScheduleSpace, steps: int, profiles: dict[str, Any], only: list[str] | None):
+def _points(space: dc.ScheduleSpace, steps: int, profiles: dict[str, Any], only: list[str] | None,
+            separate_cfg: bool = False):
     """Operating points and the ERTACache ablation (at the middle reuse budget), filtered by --only."""
-    pts = operating_points(space, steps, profiles)
+    pts = operating_points(space, steps, profiles, separate_cfg)
     pts += ablation_points(profiles, f"reuse{list(erta_reuse_points(steps))[1]}")
     if only:
         keep = {o.replace("_", "-") for o in only}  # the older spelling first_block, delta_dit, cg_taylor
@@ -280,7 +283,8 @@ def main() -> None:
     t0 = time.perf_counter()
     profiles = dc.resolve.baseline_profiles(pipe, calib, args.steps, model)
     print(f"profiles made in {time.perf_counter() - t0:.1f} s")
-    pts = _points(space, args.steps, profiles, args.only)
+    separate_cfg = dc.resolve.calls_per_step(pipe, calib[0]) == 2  # FLUX true CFG: CFG-branch caching applies
+    pts = _points(space, args.steps, profiles, args.only, separate_cfg)
     results = _measure(pipe, base, prompts, seeds, pts, embedded)
     times = wall_times(pipe, base, [None] + [s for _, _, s in pts], args.repeats)
     for row, ts in zip(results, times):

@@ -543,8 +543,22 @@ def erta_reuse_points(steps: int) -> dict[int, int]:
     return {6: 1, 10: 2, 13: 3} if steps >= 20 else {max(1, steps // 4): 1, max(1, steps // 2): 2}
 
 
-def baselines(steps: int, num_blocks: int, *, profiled: bool = True) -> list[Baseline]:
-    """FORA N=2,3,4 and every dynamic backend at >= 3 operating points (~1.3x to ~4x MACs speedup).
+def calls_per_step(pipe: Any, call: Mapping[str, Any]) -> int:
+    """Transformer calls per denoising step of the pipeline call `call` (measured on a 2-step run): 2 where the
+    CFG branches are separate calls (FLUX true CFG, Wan), 1 for batched CFG or none."""
+    calls = [0]
+    hook = pipe.transformer.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        with torch.no_grad():
+            pipe(**{**call, "num_inference_steps": 2, "output_type": "latent"})
+    finally:
+        hook.remove()
+    return max(1, calls[0] // 2)
+
+
+def baselines(steps: int, num_blocks: int, *, profiled: bool = True, separate_cfg: bool = False) -> list[Baseline]:
+    """FORA N=2,3,4 and every dynamic backend at >= 3 operating points (~1.3x to ~4x MACs speedup); with
+    `separate_cfg` (the pipeline makes separate cond / uncond calls, `calls_per_step` 2) also CFG-branch caching.
 
     The TeaCache, MagCache and ERTACache points (`profiled`) name their profiles: ``calib`` (TeaCache), ``mag``
     (MagCache) and ``reuseK`` (ERTACache with K reuse steps, `erta_reuse_points`), made by `baseline_profiles`;
@@ -561,6 +575,8 @@ def baselines(steps: int, num_blocks: int, *, profiled: bool = True) -> list[Bas
     if profiled:
         specs += [f"magcache:mag:{t}" for t in (0.06, 0.12, 0.25)] + ["magcache:mag:0.5:4"]
         specs += [f"erta:reuse{n}" for n in erta_reuse_points(steps)]
+    if separate_cfg:
+        specs += [f"cfg-cache:{n}:2" for n in (2, 3, 5)]
     return [Baseline(s.partition(":")[0], s) for s in specs]
 
 

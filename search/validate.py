@@ -65,8 +65,10 @@ def dynamic_sweep(pipe: Any, steps: int, calib: list[str], seed: int = 1000,
     they are fitted on `calib` (calibration prompts, never the held-out ones) and left out without them."""
     space = dc.space_of(pipe.transformer)
     profiles = baseline_profiles(pipe, steps, calib, seed, defaults) if calib else None
+    calls = _profile_calls(pipe, steps, (calib or ["a photo"])[:1], seed, defaults)
+    separate_cfg = dc.resolve.calls_per_step(pipe, calls[0]) == 2  # FLUX true CFG: CFG-branch caching applies
     out = []
-    for b in dc.baselines(steps, len(space.block_ids), profiled=bool(calib)):
+    for b in dc.baselines(steps, len(space.block_ids), profiled=bool(calib), separate_cfg=separate_cfg):
         if b.backend != "fora":
             spec = dc.resolve_spec(b.spec, space, steps, profiles=profiles)
             out.append((spec.name, spec.value))

@@ -102,3 +102,14 @@ def test_flux_export_round_trip(tmp_path, tiny_flux) -> None:
 def test_flux_arch_has_no_vae_stage() -> None:
     with pytest.raises(SystemExit, match="reuses the shipped VAE"):
         T.main(["vae", "--arch", "flux", "--out", "/nonexistent"])
+
+
+def test_calls_per_step_finds_true_cfg_and_baselines_add_cfg_caching(tiny_flux) -> None:
+    import dit_cache as dc
+
+    call = {"prompt": ["a red circle"], "generator": torch.Generator().manual_seed(0)}
+    assert dc.resolve.calls_per_step(tiny_flux, call) == 2
+    assert dc.resolve.calls_per_step(tiny_flux, {**call, "true_cfg_scale": 1.0}) == 1
+    specs = [b.spec for b in dc.baselines(20, 12, separate_cfg=True)]
+    assert [s for s in specs if s.startswith("cfg-cache")] == ["cfg-cache:2:2", "cfg-cache:3:2", "cfg-cache:5:2"]
+    assert not any(b.backend == "cfg-cache" for b in dc.baselines(20, 12))
