@@ -51,17 +51,22 @@ from backends import (
 )
 
 import dit_cache as dc
+from dit_cache.resolve import parse_model_spec
 from dit_cache.zoo import ZOO_DIR
 from eval.flops import TransformerMacs
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "peers.json"
 PLOT = ROOT / "docs" / "peers_pareto.png"
-LEARNED = ZOO_DIR / "schedules" / "tiny-pixart-shapes"
 TARGETS = (2.0, 3.0, 4.0)
 # diffusers' TaylorSeer default patterns ("^transformer_blocks.*attn", fullmatch) match no PixArt module (attn1/attn2):
-# the block's attention and feed-forward modules are named explicitly, as our TaylorSeer forecasts them
-TAYLORSEER_MODULES = [r"transformer_blocks\.\d+\.(attn1|attn2|ff)"]
+# the block's attention and feed-forward modules are named explicitly, as our TaylorSeer forecasts them; FLUX's
+# modules match the defaults (None)
+TAYLORSEER_MODULES: dict[str, list[str] | None] = {"pixart": [r"transformer_blocks\.\d+\.(attn1|attn2|ff)"], "flux": None}
+# cache-dit's block adapter per family (cache-dit keys its own by pipeline class name, which the shapes pipelines
+# do not have): the block lists and their forward patterns, as cache-dit's adapters for PixArt and FLUX give them
+CACHE_DIT_BLOCKS = {"pixart": (("transformer_blocks",), ("Pattern_3",)),
+                    "flux": (("transformer_blocks", "single_transformer_blocks"), ("Pattern_1", "Pattern_1"))}
 
 
 @dataclass(frozen=True)
@@ -76,11 +81,13 @@ class Method:
 
 
 # -- dit-cache ---------------------------------------------------------------------------------------
-def ours(pipe: Any, steps: int, profiles: dict[str, Any]) -> list[Method]:
-    """Every `dit_cache.baselines` point, plus the shipped learned schedules."""
+def ours(pipe: Any, steps: int, profiles: dict[str, Any], model: str, separate_cfg: bool = False) -> list[Method]:
+    """Every `dit_cache.baselines` point, plus the learned schedules shipped for `model`."""
     space = dc.space_of(pipe.transformer)
-    specs = [(b.backend, b.spec) for b in dc.baselines(steps, space.shape[0])]
-    specs += [("learned", str(p)) for p in sorted(LEARNED.glob("*.json"))]
+    specs = [(b.backend, b.spec) for b in dc.baselines(steps, space.shape[0], separate_cfg=separate_cfg)]
+    zoo_name = parse_model_spec(model).zoo_name
+    learned = sorted((ZOO_DIR / "schedules" / zoo_name).glob("*.json")) if zoo_name else []
+    specs += [("learned", str(p)) for p in learned]
     out = []
     for backend, spec in specs:
         value = dc.resolve_spec(spec, space, steps, profiles=profiles).value
@@ -149,7 +156,7 @@ def diffusers_mag_ratios(pipe: Any, calls: list[dict], steps: int) -> list[float
     return [statistics.mean(col) for col in zip(*runs)]
 
 
-def diffusers_methods(steps: int, mag_ratios: list[float] | None) -> list[Method]:
+def diffusers_methods(steps: int, mag_ratios: list[float] | None, family: str) -> list[Method]:
     """diffusers' cache hooks over their main knob."""
     import diffusers.hooks as dh
 
@@ -159,7 +166,7 @@ def diffusers_methods(steps: int, mag_ratios: list[float] | None) -> list[Method
     m += [Method("diffusers", "TaylorSeerCache", f"interval {n}, order 1, warm-up 3",
                  _diffusers("apply_taylorseer_cache", lambda _, n=n: dh.TaylorSeerCacheConfig(
                      cache_interval=n, disable_cache_before_step=3, max_order=1, taylor_factors_dtype=torch.float32,
-                     cache_identifiers=TAYLORSEER_MODULES)))
+                     cache_identifiers=TAYLORSEER_MODULES[family])))
           for n in (2, 3, 4, 6)]
     if mag_ratios is not None:
         m += [Method("diffusers", "MagCache", f"threshold {t}, max skips {k}",
@@ -191,18 +198,19 @@ def _reorder(t: torch.nn.Module, order: dict[str, list[str]]) -> None:
         m._modules = {n: m._modules[n] for n in names}
 
 
-def _cache_dit(steps: int, calibrate: bool, **db: Any) -> Callable[[Any], Any]:
+def _cache_dit(steps: int, calibrate: bool, family: str, **db: Any) -> Callable[[Any], Any]:
     """Enabler of cache-dit's DBCache (optionally with its TaylorSeer calibrator) on the pipeline."""
 
     def enable(pipe: Any) -> Any:
         import cache_dit
 
         calibrator = cache_dit.TaylorSeerCalibratorConfig(taylorseer_order=1) if calibrate else None
-        # cache-dit registers PixArt by pipeline class name; the embedded pipeline's name differs, so the block
-        # adapter it would pick (PixArt: Pattern_3) is given explicitly
+        names, patterns = CACHE_DIT_BLOCKS[family]
+        blocks = [getattr(pipe.transformer, n) for n in names]
+        pats = [getattr(cache_dit.ForwardPattern, p) for p in patterns]
         adapter = cache_dit.BlockAdapter(pipe=pipe, transformer=pipe.transformer,
-                                         blocks=pipe.transformer.transformer_blocks,
-                                         forward_pattern=cache_dit.ForwardPattern.Pattern_3, check_forward_pattern=True)
+                                         blocks=blocks if len(blocks) > 1 else blocks[0],
+                                         forward_pattern=pats if len(pats) > 1 else pats[0], check_forward_pattern=True)
         order = _module_order(pipe.transformer)
         with contextlib.redirect_stdout(io.StringIO()):
             cache_dit.enable_cache(adapter, cache_config=cache_dit.DBCacheConfig(num_inference_steps=steps, **db),
@@ -220,34 +228,34 @@ def _cache_dit(steps: int, calibrate: bool, **db: Any) -> Callable[[Any], Any]:
     return enable
 
 
-def cache_dit_methods(steps: int) -> list[Method]:
+def cache_dit_methods(steps: int, family: str) -> list[Method]:
     """cache-dit's DBCache F1B0 over thresholds and warm-ups, then with its TaylorSeer calibrator."""
     m = [Method("cache-dit", "DBCache F1B0", f"threshold {r}, warm-up {w}",
-                _cache_dit(steps, False, Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=r,
+                _cache_dit(steps, False, family, Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=r,
                            max_warmup_steps=w))
          for w in (2, 4) for r in (0.1, 0.2, 0.4, 0.6, 1.0)]
     m += [Method("cache-dit", "DBCache F1B0 + TaylorSeer", f"threshold {r}, warm-up 2, order 1",
-                 _cache_dit(steps, True, Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=r,
+                 _cache_dit(steps, True, family, Fn_compute_blocks=1, Bn_compute_blocks=0, residual_diff_threshold=r,
                             max_warmup_steps=2))
           for r in (0.2, 0.4, 0.6, 1.0)]
     return m
 
 
-def peer_methods(pipe: Any, steps: int, calls: list[dict]) -> list[Method]:
+def peer_methods(pipe: Any, steps: int, calls: list[dict], family: str) -> list[Method]:
     """diffusers' and cache-dit's methods; a library that is missing or fails to calibrate is skipped, said."""
     try:
         ratios = diffusers_mag_ratios(pipe, calls, steps)
     except Exception as e:  # a peer's failure is reported, not ours to fix
         print(f"skipped diffusers MagCache: its calibration failed ({type(e).__name__}: {e})")
         ratios = None
-    methods = diffusers_methods(steps, ratios)
+    methods = diffusers_methods(steps, ratios, family)
     os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")  # read at import: else several log lines per enable
     try:
         import cache_dit  # noqa: F401
     except ImportError:
         print("skipped cache-dit: not installed (pip install '.[peers]')")
         return methods
-    return methods + cache_dit_methods(steps)
+    return methods + cache_dit_methods(steps, family)
 
 
 # -- measurement -------------------------------------------------------------------------------------
@@ -400,7 +408,9 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--calib", type=int, default=8, help="calibration prompts (TeaCache, MagCache: ours and diffusers')")
     ap.add_argument("--repeats", type=int, default=3, help="timing repetitions (interleaved, rotated)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", type=Path, default=None, help=f"JSON (default {OUT}; --quick: a temp dir)")
+    ap.add_argument("--model", default="tiny", help="tiny (default) or tiny-flux (or a shapes-world pipeline folder)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"JSON (default {OUT}, for tiny-flux peers_tiny_flux.json; --quick: a temp dir)")
     ap.add_argument("--plot", type=Path, default=None, help=f"Pareto plot (default {PLOT}; --quick: a temp dir)")
     ap.add_argument("--table", action="store_true", help="print the README table from --out and exit")
     args = ap.parse_args()
@@ -408,7 +418,9 @@ def _args() -> argparse.Namespace:
         args.prompts, args.calib, args.repeats = 3, 2, 1
         tmp = Path(tempfile.mkdtemp(prefix="dit-cache-peers-"))
         args.out, args.plot = args.out or tmp / "peers.json", args.plot or tmp / "peers_pareto.png"
-    args.out, args.plot = args.out or OUT, args.plot or PLOT
+    suffix = "" if args.model == "tiny" else "_" + re.sub(r"\W+", "_", Path(args.model).name)
+    args.out = args.out or OUT.with_name(f"peers{suffix}.json")
+    args.plot = args.plot or PLOT.with_name(f"peers_pareto{suffix}.png")
     return args
 
 
@@ -416,7 +428,12 @@ def _methods(pipe: Any, args: argparse.Namespace, model: str) -> list[Method]:
     """Every method of the run (--quick: two of ours, the first setting of each peer method)."""
     calls = [call(args.base, p, 1000 + i) for i, p in enumerate(calib_prompts(True, args.calib))]
     profiles = dc.resolve.baseline_profiles(pipe, calls, args.steps, model)
-    mine, theirs = ours(pipe, args.steps, profiles), peer_methods(pipe, args.steps, calls)
+    family = dc.space_of(pipe.transformer).family
+    if family not in CACHE_DIT_BLOCKS:
+        sys.exit(f"peers.py compares on PixArt and FLUX models; {model} is a {family} model")
+    separate_cfg = dc.resolve.calls_per_step(pipe, calls[0]) == 2
+    mine = ours(pipe, args.steps, profiles, args.model, separate_cfg)
+    theirs = peer_methods(pipe, args.steps, calls, family)
     if args.quick:
         mine = [m for m in mine if m.setting in ("fora:2", "learned-3.16x")]
         theirs = list({(m.library, m.name): m for m in reversed(theirs)}.values())[::-1]  # the first of each method
@@ -433,9 +450,9 @@ def main() -> None:
 
     diffusers.utils.logging.set_verbosity_error()  # FasterCache warns "experimental" on every enable
     start = time.perf_counter()
-    pipe, model, args.base, embedded = load_model(args.steps)
+    pipe, model, args.base, embedded = load_model(args.steps, args.model)
     if not embedded:
-        sys.exit("peers.py needs the embedded model (dit_cache/zoo); it was not found")
+        sys.exit(f"peers.py needs a shapes-world model (--model tiny or tiny-flux); {args.model!r} is not one")
     from search.validate import heldout_prompts
 
     prompts, seeds = heldout_prompts(args.prompts), list(range(args.seeds))

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
 
-def decode_latents(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
-    """Final latents -> float images (N, 3, H, W) in [0, 1], as the pipeline's own 'pt' output."""
+def decode_latents(pipe: Any, latents: torch.Tensor, height: int | None = None,
+                   width: int | None = None) -> torch.Tensor:
+    """Final latents -> float images (N, 3, H, W) in [0, 1], as the pipeline's own 'pt' output: FLUX's packed
+    tokens (N, L, 4C) are unpacked first (square images unless `height`/`width` say otherwise), and the VAE's
+    shift factor (FLUX, SD3) is added back after unscaling."""
+    if latents.ndim == 3 and hasattr(pipe, "_unpack_latents"):
+        side = math.isqrt(latents.shape[1])
+        if height is None and width is None and side * side != latents.shape[1]:
+            raise ValueError(f"{latents.shape[1]} packed latent tokens are not a square image: pass height and width")
+        px = side * 2 * pipe.vae_scale_factor
+        latents = pipe._unpack_latents(latents, height or px, width or px, pipe.vae_scale_factor)
+    cfg = pipe.vae.config
     with torch.inference_mode():
-        img = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        z = latents / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        img = pipe.vae.decode(z, return_dict=False)[0]
     return pipe.image_processor.postprocess(img, output_type="pt")
 
 

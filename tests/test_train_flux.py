@@ -113,3 +113,15 @@ def test_calls_per_step_finds_true_cfg_and_baselines_add_cfg_caching(tiny_flux) 
     specs = [b.spec for b in dc.baselines(20, 12, separate_cfg=True)]
     assert [s for s in specs if s.startswith("cfg-cache")] == ["cfg-cache:2:2", "cfg-cache:3:2", "cfg-cache:5:2"]
     assert not any(b.backend == "cfg-cache" for b in dc.baselines(20, 12))
+
+
+def test_decode_latents_unpacks_flux_tokens_like_the_pipeline(tiny_flux) -> None:
+    from eval.fidelity import decode_latents
+
+    kw = {"prompt": ["a red circle"], "num_inference_steps": 2}
+    lat = tiny_flux(**kw, output_type="latent", generator=torch.Generator().manual_seed(0)).images  # (1, 64, 16)
+    img = tiny_flux(**kw, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    assert lat.shape == (1, 64, 16)
+    assert torch.allclose(decode_latents(tiny_flux, lat), img, atol=1e-6)
+    with pytest.raises(ValueError, match="not a square"):
+        decode_latents(tiny_flux, lat[:, :60])
