@@ -2,7 +2,8 @@
 
 Models, `load_pipeline(spec)` -> `LoadedModel` (pipeline, its call defaults, family, canonical name):
 
-    tiny                             the embedded trained model, `dit_cache.zoo.load()`
+    tiny                             the embedded trained PixArt, `dit_cache.zoo.load()`
+    tiny-flux                        the embedded trained FLUX, `dit_cache.zoo.load("tiny-flux-shapes")`
     random-tiny[:FAMILY[:LAYERS]]    random-weight pipeline built offline (`dit_cache.zoo.tiny_random`);
                                      FAMILY pixart (default), dit, flux, sd3, wan; LAYERS = transformer blocks
     random-tiny:LAYERS               the older form, read as random-tiny:pixart:LAYERS

@@ -190,11 +190,8 @@ def register(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--schedules", nargs="*", default=["fora:2", "fora:3"], metavar="SPEC",
-                   help="caching specs: static schedules all, fora:N[:WARMUP], cache:COMPONENT:N, random:P[:SEED], "
-                   "a dit-cache/ECAD schedule JSON; or dynamic backends taylorseer[:N[:ORDER[:WARMUP]]], "
-                   "teacache[:DELTA[:PROFILE]], first-block[:TAU], delta-dit[:N[:BLOCKS[:BOUNDARY]]], "
-                   "cg-taylor[:TAU[:O1[:OL[:WARMUP]]]], erta:PROFILE (default fora:2 fora:3); the uncached "
-                   "baseline is always included")
+                   help="caching specs (default fora:2 fora:3; the uncached baseline is always included), any of: "
+                   + ", ".join(dc.SPEC_KINDS))
     p.add_argument("--prompts", help="prompt file: .txt (one per line, e.g. COCO captions), PartiPrompts .tsv, "
                    "ImageReward .json, or shapes:heldout (default for tiny models)")
     p.add_argument("--category", help="PartiPrompts category filter (e.g. Animals)")
