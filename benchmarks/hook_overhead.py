@@ -5,8 +5,10 @@ medians of each variant's times, and the median over repetitions of the within-r
 (paired; cancels slow drift of shared CPUs). Model: hidden 384 (6x64), 12 blocks, 32x32 latent (256 tokens), batch 2 (CFG), 20 steps.
 
     python benchmarks/hook_overhead.py [--repeats 9] [--dtype bf16] [--threads 1]
+    python benchmarks/hook_overhead.py --model tiny-flux --dtype fp32   # an embedded model, through its pipeline's
+                                                                        # own denoising loop (search.loops)
 
-Writes benchmarks/results/hook_overhead.json.
+Writes benchmarks/results/hook_overhead.json (with --model M: hook_overhead_M.json).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import DPMSolverMultistepScheduler
@@ -62,12 +65,17 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="bf16")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (1 is the most stable on shared CPUs)")
-    p.add_argument("--out", type=Path, default=OUT)
-    return p.parse_args()
+    p.add_argument("--model", default=None, help="an embedded model (tiny, tiny-flux) instead of the mid-size "
+                   "transformer: its transformer and its pipeline's denoising loop, one prompt (model defaults)")
+    p.add_argument("--out", type=Path, default=None, help=f"JSON (default {OUT}, with --model hook_overhead_M.json)")
+    args = p.parse_args()
+    args.out = args.out or (OUT if args.model is None else OUT.with_name(f"hook_overhead_{args.model.replace('-', '_')}.json"))
+    return args
 
 
-def _measure(transformer, scheduler, latents, text, schedules: dict, args, device) -> tuple[dict, dict, dict]:
-    """Interleaved timed runs (rotated order, repetition 0 = warm-up): (samples, MACs, outputs) per variant."""
+def _measure(transformer, run, schedules: dict, args, device) -> tuple[dict, dict, dict]:
+    """Interleaved timed runs of `run()` (one generation; rotated order, repetition 0 = warm-up): (samples, MACs,
+    outputs) per variant."""
     variants = ["no-hooks", *schedules]
     samples: dict[str, list[float]] = {v: [] for v in variants}
     macs: dict[str, dict] = {}
@@ -76,7 +84,7 @@ def _measure(transformer, scheduler, latents, text, schedules: dict, args, devic
         for rep in range(args.repeats + 1):
             for v in variants[rep % len(variants):] + variants[: rep % len(variants)]:  # rotate: no fixed position
                 handle = dc.accelerate(transformer, schedules[v]) if v in schedules else None
-                secs = timed(lambda v=v: outputs.__setitem__(v, denoise(transformer, scheduler, latents, text, args.steps)), device)
+                secs = timed(lambda v=v: outputs.__setitem__(v, run()), device)
                 if handle is not None:
                     macs[v] = handle.stats.macs()
                     handle.remove()
@@ -120,27 +128,43 @@ def _print(results: dict, out: Path) -> None:
           f"wrote {out}")
 
 
+def _workload(args, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, Any, dict]:
+    """(transformer, one-generation callable, model description): the mid-size PixArt transformer under a plain
+    CFG-batched loop, or with --model an embedded model under its pipeline's own loop (`search.loops`)."""
+    if args.model is None:
+        transformer = build_midsize_pixart_transformer(seed=0).to(device, dtype).eval()
+        scheduler = DPMSolverMultistepScheduler()
+        g = torch.Generator().manual_seed(0)
+        latents = torch.randn(1, 4, 32, 32, generator=g).to(device, dtype)  # (B, C, H, W): 256 tokens at patch 2
+        text = torch.randn(2, 24, transformer.config.caption_channels, generator=g).to(device, dtype)  # (2B, T, D)
+        model = {"hidden": 384, "blocks": 12, "latent": [32, 32], "tokens": 256, "batch": 2, "steps": args.steps}
+        return transformer, lambda: denoise(transformer, scheduler, latents, text, args.steps), model
+    from search.loops import make_loop
+
+    loaded = dc.load_pipeline(args.model, device=str(device), dtype=dtype)
+    loop = make_loop(loaded.pipe, ["a small red circle in the top left on a gray background"], [0], args.steps,
+                     loaded.call_defaults)
+    return loaded.pipe.transformer, loop.run, {"name": args.model, "family": loaded.family, "steps": args.steps,
+                                               "loop": type(loop).__name__, "batch": 1}
+
+
 def main() -> None:
     """Run the benchmark; write JSON."""
     args = _parse()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
-    transformer = build_midsize_pixart_transformer(seed=0).to(device, dtype).eval()
-    scheduler = DPMSolverMultistepScheduler()
-    g = torch.Generator().manual_seed(0)
-    latents = torch.randn(1, 4, 32, 32, generator=g).to(device, dtype)  # (B, C, H, W): 256 tokens at patch 2
-    text = torch.randn(2, 24, transformer.config.caption_channels, generator=g).to(device, dtype)  # (2B, T, D)
+    transformer, run, model = _workload(args, device, dtype)
     space = dc.space_of(transformer)
     schedules = {
         "compute-all": dc.compute_all(space, args.steps),
         "fora-2": dc.fora(space, args.steps, 2),
         "random-60%-reuse": dc.random_schedule(space, args.steps, p=0.6, seed=0),
     }
-    results = _results(*_measure(transformer, scheduler, latents, text, schedules, args, device), schedules)
+    results = _results(*_measure(transformer, run, schedules, args, device), schedules)
     report = {
         "benchmark": "hook_overhead",
-        "model": {"hidden": 384, "blocks": 12, "latent": [32, 32], "tokens": 256, "batch": 2, "steps": args.steps},
+        "model": model,
         "dtype": args.dtype, "threads": args.threads, "repeats": args.repeats, "device": str(device),
         "machine": {"processor": platform.processor() or platform.machine(), "cpus": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version()},
