@@ -493,7 +493,7 @@ def arch(name: str) -> Arch:
 def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, lr: float = 1e-3, warmup: int = 200,
               ema_decay: float = 0.999, min_snr: float = 5.0, pool: int = 40000, eval_every: int = 500,
               max_minutes: float = 0.0, hidden: int = 128, fg_weight: float = 0.0, fg_from: int = 0,
-              p_two: float | None = None, t_bias: float = 0.0, arch: Arch = PIXART) -> None:
+              p_two: float | None = None, t_bias: float = 0.0, arch: Arch = PIXART) -> bool:
     """Train the transformer and the text encoder(s) jointly (PixArt: v-prediction with min-SNR weighting; FLUX:
     rectified flow, see training/flux.py), EMA, CFG dropout.
 
@@ -502,6 +502,7 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
     `p_two`: probability that a sample is a two-object scene (None: the pool's own mix, ~0.4).
     `min_snr` <= 0: uniform v-loss weight instead of min-SNR-γ. `t_bias` B > 0 draws timesteps with density
     ∝ (t/T)^B (more high-noise steps, where the layout is decided); 0 = uniform.
+    Returns False when a signal stopped it (the stage is not done: resume it with --resume), else True.
     """
     d = out / "dit_ckpt"
     d.mkdir(parents=True, exist_ok=True)
@@ -543,6 +544,7 @@ def train_dit(out: Path, steps: int, seed: int, resume: bool, batch: int = 64, l
                 _save_json(d / "state.json", state)
                 break
     _pid_file(False)
+    return not stop.flag
 
 
 # --------------------------------------------------------------------------- stage 3: export
@@ -758,11 +760,12 @@ def _train_stages(a: argparse.Namespace, command: str) -> None:
         raise SystemExit(f"--arch flux reuses the shipped VAE: there is no {a.stage} stage (use dit or export)")
     if a.stage in ("all", "vae") and not flux:
         train_vae(a.out, a.vae_steps, a.seed, a.resume)
-    if a.stage in ("all", "dit"):
-        train_dit(a.out, a.steps, a.seed, a.resume, batch=a.batch, lr=a.lr, warmup=a.warmup, ema_decay=a.ema,
-                  pool=a.pool, eval_every=a.eval_every, max_minutes=a.max_minutes, hidden=a.hidden,
-                  fg_weight=a.fg_weight, fg_from=a.fg_from, p_two=a.p_two, min_snr=a.min_snr, t_bias=a.t_bias,
-                  arch=arch(a.arch))
+    done = a.stage not in ("all", "dit") or train_dit(
+        a.out, a.steps, a.seed, a.resume, batch=a.batch, lr=a.lr, warmup=a.warmup, ema_decay=a.ema, pool=a.pool,
+        eval_every=a.eval_every, max_minutes=a.max_minutes, hidden=a.hidden, fg_weight=a.fg_weight, fg_from=a.fg_from,
+        p_two=a.p_two, min_snr=a.min_snr, t_bias=a.t_bias, arch=arch(a.arch))
+    if not done:
+        raise SystemExit("stopped by a signal: checkpoint saved; rerun the same command with --resume")
     if not flux and (a.stage == "decoder" or (a.stage == "all" and a.dec_steps > 0)):
         train_decoder(a.out, a.dec_steps, a.seed, a.resume)
     if a.stage in ("all", "export"):
