@@ -11,7 +11,7 @@ empty prompt, two transformer calls per step), not a guidance embedding: distill
 first (about twice the 2-hour budget), and true CFG is what makes the per-CFG-branch caching state matter.
 
     python -m training.train --arch flux --out runs/tiny-flux-shapes --export-dir dit_cache/zoo/tiny-flux-shapes \
-        --steps 4500 --batch 32 --lr 1e-3 --eval-every 500 --max-minutes 100 --threads 1 --fg-weight 4 --min-snr 0
+        --steps 4600 --batch 32 --lr 1e-3 --eval-every 500 --max-minutes 105 --threads 1 --fg-weight 4 --min-snr 0
 """
 
 from __future__ import annotations
