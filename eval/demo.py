@@ -203,7 +203,7 @@ def register(sub) -> None:
     p.add_argument("--schedule", action="append", default=[], metavar="SPEC",
                    help="also run this caching spec: a schedule file (dit-cache or ECAD JSON, e.g. a `dit-cache "
                         "search` front/*.json), fora:N[:WARMUP], cache:COMPONENT:N, teacache:DELTA, first-block:TAU, "
-                        "... (the grammar of `dit-cache eval --schedules`); repeatable. With --model tiny the learned "
-                        "schedules shipped in dit_cache/zoo/schedules/ run too")
+                        "... (the grammar of `dit-cache eval --schedules`); repeatable. With an embedded model (tiny, "
+                        "tiny-flux) the learned schedules shipped for it in dit_cache/zoo/schedules/ run too")
     p.add_argument("--resample", action="store_true", help="resample schedule files to --steps instead of failing")
     p.set_defaults(func=_cmd)
