@@ -55,7 +55,7 @@ def test_flux_batch_is_seeded_by_step_and_is_rectified_flow() -> None:
 def tiny_flux() -> zoo.ShapesFluxPipeline:
     """An untrained 1+1-block pipeline of the tiny-flux-shapes recipe (fresh weights, shipped VAE and T5)."""
     tok = FX.tokenizer()
-    t5 = FX.T5EncoderModel.from_pretrained(FX.PIXART_DIR / "text_encoder", torch_dtype=torch.float32)
+    t5 = FX.pixart_t5()
     dit = FX.build_transformer(0, double=1, single=1)
     torch.nn.init.normal_(dit.proj_out.weight, std=0.02)
     return FX.make_pipeline(tok, FX.build_clip(len(tok), 0), t5, FX.reused_vae(), dit)

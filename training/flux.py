@@ -69,6 +69,11 @@ def reused_vae(src: Path = PIXART_DIR / "vae") -> AutoencoderKL:
     return vae.eval().requires_grad_(False)
 
 
+def pixart_t5() -> T5EncoderModel:
+    """tiny-pixart-shapes' trained T5 encoder in fp32: the initial weights of this model's T5."""
+    return T5EncoderModel.from_pretrained(PIXART_DIR / "text_encoder", torch_dtype=torch.float32)
+
+
 def make_pipeline(tok, clip, t5, vae, transformer) -> ShapesFluxPipeline:
     """Assemble a (shapes-defaults) FluxPipeline; one word-level tokenizer serves both text encoders."""
     pipe = ShapesFluxPipeline(scheduler=build_scheduler(), vae=vae, text_encoder=clip, tokenizer=tok,
@@ -93,7 +98,7 @@ class FluxModels:
         self.vae = reused_vae()
         if not (out / "vae").exists():  # the shared latent pool (training/train.py) encodes with out/vae
             self.vae.save_pretrained(out / "vae")
-        self.te = T5EncoderModel.from_pretrained(PIXART_DIR / "text_encoder", torch_dtype=torch.float32)
+        self.te = pixart_t5()
         self.clip, self.dit = build_clip(len(self.tok), seed), build_transformer(seed, hidden=hidden)
         self.te_ema, self.clip_ema, self.dit_ema = (copy.deepcopy(x).eval() for x in (self.te, self.clip, self.dit))
         self.params = [*self.dit.parameters(), *self.te.parameters(), *self.clip.parameters()]
@@ -162,7 +167,7 @@ def export(out: Path, export_dir: Path, seed: int = 0, command: str = "") -> Pat
     dit = build_transformer(seed, hidden=sd["proj_out.weight"].shape[1], double=_count(sd, "transformer_blocks."),
                             single=_count(sd, "single_transformer_blocks."))
     clip = build_clip(len(tok), seed)
-    te = T5EncoderModel.from_pretrained(PIXART_DIR / "text_encoder", torch_dtype=torch.float32)
+    te = pixart_t5()
     for mod, name in ((dit, "dit_ema"), (clip, "clip_ema"), (te, "te_ema")):
         mod.load_state_dict(load_file(str(d / f"{name}.safetensors")))
     pipe = make_pipeline(tok, clip, te, reused_vae(), dit).to(dtype=torch.float16)
@@ -182,7 +187,7 @@ def initial_pipeline(pipe: ShapesFluxPipeline, seed: int = 0) -> ShapesFluxPipel
                             single=cfg.num_single_layers, heads=cfg.num_attention_heads)
     torch.manual_seed(seed)
     torch.nn.init.normal_(dit.proj_out.weight, std=0.02)  # zero-init output would give a constant image
-    te = T5EncoderModel.from_pretrained(PIXART_DIR / "text_encoder", torch_dtype=torch.float32)
+    te = pixart_t5()
     return make_pipeline(pipe.tokenizer, build_clip(len(pipe.tokenizer), seed), te, pipe.vae.float(), dit)
 
 

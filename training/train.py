@@ -477,7 +477,7 @@ class Arch:
     fg_map: Callable[[torch.Tensor], torch.Tensor] = lambda mask: mask  # (B, 1, 16, 16) mask -> loss-weight layout
 
 
-PIXART = Arch("pixart", lambda out, seed, hidden: _DitModels(out, seed, hidden), _dit_batch, _dit_update,
+PIXART = Arch("pixart", _DitModels, _dit_batch, _dit_update,
               lambda m: make_pipeline(m.tok, m.te_ema, m.vae, m.dit_ema), lambda *a: export(*a))
 
 

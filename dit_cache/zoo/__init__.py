@@ -70,8 +70,7 @@ class ShapesFluxPipeline(_ShapesDefaults, FluxPipeline):
         kwargs = self._with_defaults(args, kwargs)
         prompt = args[0] if args else kwargs.get("prompt")
         if kwargs.get("negative_prompt") is None and kwargs.get("negative_prompt_embeds") is None:
-            n = len(prompt) if isinstance(prompt, list) else 1
-            kwargs["negative_prompt"] = [""] * n if isinstance(prompt, list) else ""
+            kwargs["negative_prompt"] = [""] * len(prompt) if isinstance(prompt, list) else ""
         return super().__call__(*args, **kwargs)
 
 

@@ -93,9 +93,6 @@ class FluxLoop(DenoiseLoop):
         return calls
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        pipe = self.pipe
-        lat = pipe._unpack_latents(latents, self.height, self.width, pipe.vae_scale_factor)
-        lat = lat / pipe.vae.config.scaling_factor + pipe.vae.config.shift_factor
-        with torch.inference_mode():
-            img = pipe.vae.decode(lat, return_dict=False)[0]
-        return pipe.image_processor.postprocess(img, output_type="pt")
+        from eval.fidelity import decode_latents
+
+        return decode_latents(self.pipe, latents, int(self.height), int(self.width))
