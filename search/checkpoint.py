@@ -29,6 +29,7 @@ class SearchState:
     counts: dict[str, int] = field(default_factory=dict)
     wall_s: float = 0.0
     step_profile: dict[str, float] = field(default_factory=dict)  # step -> quality loss of reusing it alone
+    screened: int = 0  # children bred but never evaluated (search.screen)
     prompts_sha256: str | None = None  # of the calibration prompts used (a changed prompt file refuses --resume)
 
 

@@ -29,7 +29,7 @@ def _cmd(args: argparse.Namespace) -> int:
         cx_points=args.cx_points, mutpb=args.mutpb, indpb=args.indpb,
         late_bias=args.late_bias, clip_weights=args.clip_weights,
         forecast=args.forecast, forecast_order=args.forecast_order, init=list(args.init), multi_fidelity=args.multi_fidelity, mf_margin=args.mf_margin,
-        profile_seeds=not args.no_profile_seeds,
+        profile_seeds=not args.no_profile_seeds, screen_keep=args.screen_keep, screen_pool=args.screen_pool,
     )
     # bad input (SearchError, ObjectiveUnavailable, a missing file): one `error:` line from dit_cache.cli.run_command
     check_out_dir(args.out, "--out")
@@ -97,6 +97,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="children see the first --batch-size prompts first; the rest only if no parent dominates "
                    "them there by more than --mf-margin (changes results; off by default)")
     p.add_argument("--mf-margin", type=float, default=d.mf_margin, help=f"multi-fidelity margin (default {d.mf_margin})")
+    p.add_argument("--screen-keep", type=float, default=d.screen_keep,
+                   help="surrogate pre-screening: evaluate only this fraction of a population per generation, the "
+                   "children a ridge model of the evaluated schedules predicts best against the front (default "
+                   f"{d.screen_keep} = off; every reported number stays a full evaluation)")
+    p.add_argument("--screen-pool", type=positive_int, default=d.screen_pool,
+                   help=f"with --screen-keep < 1: breed this many populations of children to pick from (default {d.screen_pool})")
     p.add_argument("--out", default="runs/search", help="run folder (default runs/search)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

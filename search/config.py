@@ -45,6 +45,8 @@ class SearchConfig:
     multi_fidelity: bool = False  # children: first prompt batch, the rest only if they can still reach the front
     mf_margin: float = 0.1
     profile_seeds: bool = True  # probe each step's reuse error first and seed "reuse the k best steps"
+    screen_keep: float = 1.0  # < 1: evaluate only this fraction of a population per generation (search.screen)
+    screen_pool: int = 4  # with screening: breed this many populations of children to choose from
 
     def check(self) -> None:
         """Raise SearchError naming the fix for an invalid setting."""
@@ -61,6 +63,9 @@ class SearchConfig:
         G.Operators(self.cxpb, self.cx_points, self.mutpb, self.indpb, self.late_bias).validate()
         if self.mf_margin < 0:
             raise SearchError(f"--mf-margin must be >= 0, got {self.mf_margin}")
+        if not 0 < self.screen_keep <= 1 or self.screen_pool < 1:
+            raise SearchError(f"--screen-keep must be in (0, 1] and --screen-pool >= 1, got {self.screen_keep} "
+                              f"and {self.screen_pool}")
 
     def result_keys(self) -> dict[str, Any]:
         """Settings that change results (a resumed run must match them)."""

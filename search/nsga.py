@@ -48,6 +48,7 @@ from .loops import LoopError, decoder
 from .multifidelity import complete_front, evaluate_children
 from .objectives import make_objective
 from .pareto import hypervolume, pareto
+from .screen import screen
 from .workers import EvalSpec, _threads, load_model, make_pool
 
 
@@ -370,7 +371,7 @@ class Search:
         st.wall_s += time.perf_counter() - t0
         row = {"generation": st.generation, "hypervolume": hypervolume(pts, tuple(st.hv_ref)),
                "front_size": len(front), "front": [list(p) for p in pts], "evaluations": len(st.fitness),
-               "cache_hits": st.cache_hits, "partial": sum(1 for f in st.fitness.values() if f.get("partial")),
+               "cache_hits": st.cache_hits, "screened": st.screened, "partial": sum(1 for f in st.fitness.values() if f.get("partial")),
                "steps_run": steps_run, "steps_naive": steps_naive,
                "block_evals": steps_run * c.blocks_per_step, "block_evals_naive": steps_naive * c.blocks_per_step,
                "wall_s": st.wall_s}
@@ -413,7 +414,7 @@ class Search:
         self._postfix(bar)
         while self.state.generation < self.cfg.generations:
             t0 = time.perf_counter()
-            kids = self.offspring(pop)
+            kids = screen(self, pop) if self.cfg.screen_keep < 1 else self.offspring(pop)
             self.evaluate(kids, parents=pop)
             pop = self.select(pop, kids)
             self.state.generation += 1

@@ -907,3 +907,47 @@ def test_resume_of_a_checkpoint_without_prompt_hash_warns(pipe, prompts_file, tm
     (out / "checkpoint.json").write_text(json.dumps(ck))
     with pytest.warns(UserWarning, match="predates prompt hashes"):
         _run(pipe, _cfg(prompts_file, generations=2), out, resume=True)
+
+
+def test_surrogate_recovers_an_additive_error_model_with_step_interactions(pixart_space):
+    """The screen's ridge model fits q = Σ a_c r_c + Σ v_c r_c r_c⁻ from as many schedules as a search has."""
+    import random
+
+    from search.genome import random_genome
+    from search.screen import Surrogate, features, front_quality
+
+    mask = evolvable(pixart_space, STEPS)
+    rng, nrng = random.Random(0), np.random.default_rng(0)
+    genomes = [random_genome(rng, mask) for _ in range(400)]
+    w = np.abs(nrng.normal(size=features(genomes[:1], mask).shape[1]))
+    w[1 + 2 * mask.sum():] *= 0.5  # consecutive-reuse terms
+    q = features(genomes, mask) @ w
+    model = Surrogate(mask).fit(genomes[:300], list(q[:300]))
+    pred = model.predict(genomes[300:])
+    assert np.corrcoef(pred, q[300:])[0, 1] > 0.99
+    assert front_quality([(0.5, 2.0), (0.8, 1.0)], 0.6) == 2.0
+    assert front_quality([(0.5, 2.0), (0.8, 1.0)], 0.4) == float("inf")
+
+
+def test_screening_evaluates_fewer_children_and_reports_only_full_evaluations(pipe, baseline, tmp_path):
+    """--screen-keep 0.5: at most half a population of new schedules per generation; the front is exact."""
+    summary, pf, _ = baseline
+    out = tmp_path / "scr"
+    scr, s = _run(pipe, _cfg(pf, screen_keep=0.5, screen_pool=3), out)
+    hist = scr["history"]
+    assert hist[-1]["screened"] > 0
+    for a, b in itertools.pairwise(hist):
+        assert b["evaluations"] - a["evaluations"] <= 4  # ceil(0.5 * 8)
+    assert hist[-1]["block_evals"] < summary["history"][-1]["block_evals"]
+    fit = s.state.fitness
+    objective = make_objective("fidelity", pipe, PROMPTS)
+    ev = Evaluator(pipe, PROMPTS, s.seeds, STEPS, prefix_sharing=False, call_defaults=s.call_defaults)
+    ref = ev.evaluate([dc.compute_all(s.space, STEPS)])[0]
+    for r in scr["front"]:  # every reported number is a fresh full evaluation's
+        meta = json.loads((out / r["file"]).read_text())["metadata"]
+        assert meta["search"]["key"] in fit and not fit[meta["search"]["key"]].get("partial")
+        lat = ev.evaluate([dc.Schedule.load(out / r["file"])])[0]
+        assert objective(lat, ref)["quality"] == pytest.approx(meta["objectives"]["quality_loss"], rel=1e-9)
+    ev.close()
+    with pytest.raises(SearchError, match="screen-keep"):
+        SearchConfig(screen_keep=0).check()

@@ -1,0 +1,38 @@
+"""benchmarks/search_cost.py: the naive recount is checked against a real naive run; costs and factors add up."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deap")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import search_cost  # noqa: E402
+
+
+def test_search_cost_recounts_naive_exactly_and_reports_factors(tmp_path):
+    out = tmp_path / "cost.json"
+    search_cost.main(["--model", "random-tiny", "--steps", "6", "--generations", "2", "--ref-generations", "3",
+                      "--population", "6", "--num-prompts", "4", "--batch-size", "2", "--seeds", "0",
+                      "--variants", "defaults", "screen", "--workers", "1", "--verify-naive", "2",
+                      "--runs", str(tmp_path / "runs"), "--out", str(out), "--plot", str(tmp_path / "p.png")])
+    res = json.loads(out.read_text())
+    assert res["naive_check"] == {"generations": 2, "fronts_equal": True, "block_evals_equal_recount": True}
+    naive, dflt = res["runs"]["naive-s0"]["curve"], res["runs"]["defaults-s0"]["curve"]
+    assert [h for _, h in naive] == [h for _, h in dflt]  # the same trajectory, priced differently
+    assert all(n > d for (n, _), (d, _) in zip(naive, dflt))  # prefix sharing saves block evaluations
+    hist = json.loads((tmp_path / "runs" / "random-tiny" / "defaults-s0" / "history.json").read_text())["history"]
+    assert res["target_hypervolume"] == pytest.approx(0.995 * search_cost.curve(hist, (1.0, 75.0), 6)[-1][1])
+    rows = {r["variant"]: r for r in res["summary"]}
+    assert rows["naive"]["factor_vs_naive"] == [1.0] or rows["naive"]["cost_to_target"] == [None]
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert "| screen |" in search_cost.table(res)
+    with pytest.raises(SystemExit, match="other settings"):  # a run folder made with other settings is refused
+        search_cost.main(["--model", "random-tiny", "--steps", "6", "--generations", "2", "--ref-generations", "3",
+                          "--population", "8", "--num-prompts", "4", "--batch-size", "2", "--seeds", "0",
+                          "--variants", "defaults", "--workers", "1", "--verify-naive", "0",
+                          "--runs", str(tmp_path / "runs"), "--out", str(out), "--plot", str(tmp_path / "p.png")])
