@@ -5,7 +5,8 @@ Surrogate (ridge regression on the archive: every fully evaluated schedule), per
 block b, component k) with r_c = 1 when the cell is not computed (reuse; a forecast cell has its own
 indicator f_c) and r_c⁻ the same cell at step i−1:
 
-    q̂(g) = w₀ + Σ_c (a_c r_c + b_c f_c + v_c r_c r_c⁻)                 # consecutive reuse compounds error
+    q̂(g) = w₀ + Σ_c (a_c r_c + b_c f_c + v_c r_c r_c⁻) + Σ_i (α_i r̄_i + β_i (r r⁻)‾_i)
+                                         # consecutive reuse compounds error; r̄_i = mean of r over step i
     w = argmin ‖X w − q‖² + λ ‖w‖²,   λ = 1e-3 · tr(XᵀX) / #features
 
 Per generation ``--screen-pool P`` × population children are bred with the usual operators; children already
@@ -30,14 +31,18 @@ from . import genome as G
 
 
 def features(genomes: list[np.ndarray], mask: np.ndarray) -> np.ndarray:
-    """Design matrix [n, 1 + 3·cells]: bias, reuse, forecast and consecutive-reuse indicators per cell."""
+    """Design matrix [n, 1 + 3·cells + 2·steps]: bias; reuse, forecast and consecutive-reuse indicators per
+    cell; per step the fraction of its cells reused and reused twice in a row (coarse terms the ridge penalty
+    favours while few schedules are known)."""
     g = np.stack([np.asarray(x, dtype=np.int8) for x in genomes])  # [n, S, B, K]: 0 reuse, 1 compute, 2 forecast
     reuse = g == 0
     prev = np.zeros_like(reuse)
     prev[:, 1:] = reuse[:, :-1]
     cells = mask.ravel()
     flat = [a.reshape(len(g), -1)[:, cells] for a in (reuse, g == 2, reuse & prev)]
-    return np.concatenate([np.ones((len(g), 1)), *flat], axis=1).astype(np.float64)
+    per_step = np.maximum(mask.reshape(mask.shape[0], -1).sum(1), 1)  # [S] evolvable cells per step
+    coarse = [(a & mask).reshape(len(g), mask.shape[0], -1).sum(2) / per_step for a in (reuse, reuse & prev)]
+    return np.concatenate([np.ones((len(g), 1)), *flat, *coarse], axis=1).astype(np.float64)
 
 
 class Surrogate:
