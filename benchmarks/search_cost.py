@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,14 +45,16 @@ def _parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="tiny", help=MODEL_HELP)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    p.add_argument("--generations", type=int, default=16)
-    p.add_argument("--ref-generations", type=int, default=40, help="the reference run (defaults, first seed)")
-    p.add_argument("--population", type=int, default=24)
-    p.add_argument("--num-prompts", type=int, default=12)
+    p.add_argument("--generations", type=int, default=12,
+                   help="per run (screening variants: generations / --screen-keep, about as many evaluations)")
+    p.add_argument("--ref-generations", type=int, default=24, help="the reference run (defaults, first seed)")
+    p.add_argument("--population", type=int, default=16)
+    p.add_argument("--num-prompts", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=4, help="prompts per batch (multi-fidelity: the subset)")
     p.add_argument("--objective", default="image-psnr")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--memory-budget-mb", type=int, default=1024, help="prefix-state cache per worker")
     p.add_argument("--hv-quality", type=float, default=75.0, help="quality-loss coordinate of the reference point")
     p.add_argument("--target", type=float, default=0.995, help="fraction of the reference run's final hypervolume")
     p.add_argument("--verify-naive", type=int, default=3, metavar="G", help="run naive for G generations (0: skip)")
@@ -67,7 +70,7 @@ def _config(args: argparse.Namespace, seed: int, generations: int, **over: Any) 
 
     base = {"model": args.model, "prompts": str(ROOT / "calib_prompts" / "shapes_calib.txt"), "num_prompts": args.num_prompts,
             "population": args.population, "generations": generations, "objective": args.objective,
-            "seed": seed, "steps": args.steps, "workers": args.workers, "batch_size": args.batch_size, "memory_budget_mb": 4096}
+            "seed": seed, "steps": args.steps, "workers": args.workers, "batch_size": args.batch_size, "memory_budget_mb": args.memory_budget_mb}
     return SearchConfig(**{**base, **over})
 
 
@@ -131,7 +134,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {"runs": {}, "target_hypervolume": target}
     for seed in args.seeds:
         for name in args.variants:
-            rows = run_search(_config(args, seed, args.generations, **VARIANTS[name]), runs / f"{name}-s{seed}")
+            over = VARIANTS[name]
+            gens = math.ceil(args.generations / over.get("screen_keep", 1.0))  # about the same evaluations in all
+            rows = run_search(_config(args, seed, gens, **over), runs / f"{name}-s{seed}")
             res["runs"][f"{name}-s{seed}"] = {"variant": name, "seed": seed, "curve": curve(rows, ref_pt, steps)}
             if name == "defaults":
                 res["runs"][f"naive-s{seed}"] = {"variant": "naive", "seed": seed,

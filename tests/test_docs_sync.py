@@ -39,11 +39,12 @@ def test_readme_backends_table_is_backends_json() -> None:
     assert table in (RESULTS / "backends.md").read_text()
 
 
-def test_search_validation_markdown_is_its_json() -> None:
+@pytest.mark.parametrize("suffix", ["", "_tiny_flux"])
+def test_search_validation_markdown_is_its_json(suffix: str) -> None:
     from search.validate import to_markdown
 
-    md = (ROOT / "docs" / "search_validation_shapes.md").read_text()
-    assert md.strip() == to_markdown(_load("search_validation_shapes.json")).strip()
+    md = (ROOT / "docs" / f"search_validation_shapes{suffix}.md").read_text()
+    assert md.strip() == to_markdown(_load(f"search_validation_shapes{suffix}.json")).strip()
 
 
 def test_readme_search_summary_is_history_json() -> None:
