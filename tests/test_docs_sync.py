@@ -54,6 +54,20 @@ def test_readme_search_summary_is_history_json() -> None:
     assert f"{h['wall_s'] / 60:.0f}-minute search" in README
 
 
+def test_search_md_tiny_flux_run_is_its_history_json() -> None:
+    h = _load("search_shapes_history_tiny_flux.json")
+    doc = (ROOT / "docs" / "search.md").read_text()
+    assert f"{h['evaluations']:,}\nschedules evaluated" in doc or f"{h['evaluations']:,} schedules evaluated" in doc
+    assert f"{h['block_evals']:,} with prefix sharing vs\n{h['block_evals_naive']:,} naive = {h['prefix_sharing_saving']:.2f}×" in doc
+    assert f"Wall {h['wall_s'] / 60:.1f} min" in doc
+    rows = {r["variant"]: r for r in _load("search_validation_shapes_tiny_flux.json")["rows"]}
+    for name in ("search-11-6.08x", "search-24-3.98x", "search-34-2.81x", "fora-3", "taylorseer-2-w2"):
+        assert f"{rows[name]['psnr_db']:.2f}" in doc, name
+    for name in ("search-11-6.08x", "teacache-0.5-calib", "taylorseer-2-w2", "search-64-1.81x"):  # README summary
+        assert f"{rows[name]['psnr_db']:.2f} dB" in README, name
+    assert f"adherence {100 * rows['search-11-6.08x']['adherence']:.1f} % (uncached {100 * rows['uncached']['adherence']:.1f} %)" in README
+
+
 def test_readme_eval_table_is_the_report() -> None:
     report = (ROOT / "docs" / "eval_report_tiny" / "report.md").read_text().splitlines()
     rows = [ln for ln in report if ln.startswith("| ")]
