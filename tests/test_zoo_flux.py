@@ -67,4 +67,42 @@ def test_demo_lists_fora_for_tiny_flux(pipe) -> None:
 
     variants = demo_variants(pipe, "tiny-flux", 20)
     assert list(variants)[:4] == ["uncached", "fora-2", "fora-3", "fora-4"]
+    assert [v for v in variants if v.startswith("learned-")] == ["learned-2.81x", "learned-3.16x", "learned-3.98x",
+                                                                  "learned-6.08x"]
     assert len(demo_prompts("tiny-flux", 4)) == 4 and "background" in demo_prompts("tiny-flux", 4)[0]
+
+
+def test_shipped_learned_schedules_run_with_the_macs_the_search_measured(pipe) -> None:
+    """Each schedule in dit_cache/zoo/schedules/tiny-flux-shapes/ runs on the model with its recorded MACs/image."""
+    from eval.demo import shipped_schedules
+
+    files = shipped_schedules("tiny-flux", 20)
+    assert len(files) == 4
+    for path in files:
+        meta = dc.Schedule.load(path).metadata
+        with dc.accelerate(pipe, str(path)) as handle:
+            pipe(PROMPTS[:1], num_inference_steps=20, generator=torch.Generator().manual_seed(0), output_type="latent")
+            assert handle.stats.macs()["executed"] == meta["macs"], path.name
+        assert meta["macs_full"] / meta["macs"] == pytest.approx(float(path.stem.split("-")[1][:-1]), abs=0.005)
+
+
+def test_search_loop_runs_the_pipelines_true_cfg_generation(pipe) -> None:
+    """The loop search, validate and the benchmarks build from the call defaults is `pipe(prompt)` bit for bit,
+    with its two transformer calls per step (cond and uncond), and costs both of them."""
+    from search.evaluator import Evaluator
+    from search.loops import make_loop
+
+    defaults = dc.resolve.call_defaults("tiny-flux", pipe)
+    loop = make_loop(pipe, PROMPTS, [0, 1], 6, defaults)
+    assert loop.cfg and len(loop.cost_calls()) == 2
+    with torch.no_grad():
+        want = pipe(PROMPTS, num_inference_steps=6, output_type="latent",
+                    generator=[torch.Generator().manual_seed(s) for s in (0, 1)]).images
+    assert torch.equal(pipe(**loop.call_kwargs()).images, want)
+    ev = Evaluator(pipe, PROMPTS[:1], [0], 6, prefix_sharing=False, call_defaults=defaults)
+    full = dc.compute_all(dc.space_of(pipe.transformer), 6)
+    macs = ev.macs(full)
+    ev.close()
+    with dc.accelerate(pipe, full) as handle:
+        pipe(PROMPTS[:1], num_inference_steps=6, generator=torch.Generator().manual_seed(0), output_type="latent")
+        assert macs == handle.stats.macs()["executed"]  # both CFG calls

@@ -61,16 +61,21 @@ class ShapesFluxPipeline(_ShapesDefaults, FluxPipeline):
     """`FluxPipeline` for `tiny-flux-shapes`: 20 Euler steps, true CFG 4.5 against the empty prompt, 32x32, 32-token
     prompts. The negative prompt defaults to one empty prompt per prompt (FLUX encodes a lone string as batch 1)."""
 
-    CALL_DEFAULTS: ClassVar[dict[str, Any]] = {**FLUX_CALL_KWARGS, "height": 32, "width": 32}
+    # the negative prompt is a call default, so every loop built from CALL_DEFAULTS (search, validate, benchmarks)
+    # runs the same true-CFG generation as `pipe(prompt)`
+    CALL_DEFAULTS: ClassVar[dict[str, Any]] = {**FLUX_CALL_KWARGS, "height": 32, "width": 32, "negative_prompt": ""}
     GUIDANCE_KWARG: ClassVar[str] = "true_cfg_scale"
     BASE: ClassVar[type] = FluxPipeline
 
     @functools.wraps(FluxPipeline.__call__)
     def __call__(self, *args, **kwargs):
+        own_negative = kwargs.get("negative_prompt") is not None
         kwargs = self._with_defaults(args, kwargs)
         prompt = args[0] if args else kwargs.get("prompt")
-        if kwargs.get("negative_prompt") is None and kwargs.get("negative_prompt_embeds") is None:
-            kwargs["negative_prompt"] = [""] * len(prompt) if isinstance(prompt, list) else ""
+        if kwargs.get("negative_prompt_embeds") is not None and not own_negative:
+            kwargs.pop("negative_prompt", None)  # the caller's embeddings replace the default
+        elif isinstance(kwargs.get("negative_prompt"), str) and isinstance(prompt, list):
+            kwargs["negative_prompt"] = [kwargs["negative_prompt"]] * len(prompt)
         return super().__call__(*args, **kwargs)
 
 
