@@ -61,11 +61,20 @@ def test_search_md_tiny_flux_run_is_its_history_json() -> None:
     assert f"{h['block_evals']:,} with prefix sharing vs\n{h['block_evals_naive']:,} naive = {h['prefix_sharing_saving']:.2f}×" in doc
     assert f"Wall {h['wall_s'] / 60:.1f} min" in doc
     rows = {r["variant"]: r for r in _load("search_validation_shapes_tiny_flux.json")["rows"]}
-    for name in ("search-11-6.08x", "search-24-3.98x", "search-34-2.81x", "fora-3", "taylorseer-2-w2"):
+    for name in ("search-30-3.21x", "search-34-2.81x", "search-06-6.56x", "fora-3", "erta-reuse13", "cg-taylor-0.05-w2",
+                 "teacache-0.1-calib", "first-block-0.4"):
         assert f"{rows[name]['psnr_db']:.2f}" in doc, name
-    for name in ("search-11-6.08x", "teacache-0.5-calib", "taylorseer-2-w2", "search-64-1.81x"):  # README summary
-        assert f"{rows[name]['psnr_db']:.2f} dB" in README, name
-    assert f"adherence {100 * rows['search-11-6.08x']['adherence']:.1f} % (uncached {100 * rows['uncached']['adherence']:.1f} %)" in README
+    for name in ("search-30-3.21x", "fora-3", "first-block-0.4", "search-06-6.56x", "erta-reuse13", "cg-taylor-0.05-w2"):
+        assert f"{rows[name]['psnr_db']:.2f} dB" in README, name  # README summary
+    assert f"adherence\n{100 * rows['search-06-6.56x']['adherence']:.1f} % (uncached {100 * rows['uncached']['adherence']:.1f} %)" in README
+
+
+def test_readme_hook_overhead_tiny_flux_is_its_json() -> None:
+    r = _load("hook_overhead_tiny_flux.json")["results"]
+    ca, f2 = r["compute-all"], r["fora-2"]
+    assert f"compute-all hooks +{100 * ca['overhead']:.1f} % by medians, +{100 * ca['paired_overhead']:.1f} %" in README
+    assert f"fora-2 wall/ideal {f2['wall_over_ideal']:.2f} (paired {f2['paired_wall_over_ideal']:.2f})" in README
+    assert f"random-60 % {r['random-60%-reuse']['wall_over_ideal']:.2f}" in README
 
 
 def test_readme_eval_table_is_the_report() -> None:
