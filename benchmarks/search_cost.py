@@ -169,17 +169,32 @@ def summarize(res: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+BUDGETS = (20_000, 35_000, 60_000)  # block evaluations at which the table reads each curve
+
+
+def hv_at(points: list[list[float]], budget: float) -> float | None:
+    """Hypervolume of the last generation within `budget` block evaluations (None: generation 0 costs more, or the
+    run ended before spending the budget)."""
+    within = [hv for c, hv in points if c <= budget]
+    return within[-1] if within and points[-1][0] >= budget else None
+
+
 def table(res: dict[str, Any]) -> str:
-    """Markdown table of `summarize`."""
+    """Markdown table of `summarize`, plus each run's hypervolume at fixed budgets."""
     def f(x: float | None, fmt: str) -> str:
         return "not reached" if x is None else format(x, fmt)
 
-    lines = ["| variant | block evals to target (per seed) | × fewer than naive (per seed) | final hypervolume |",
-             "|---|---|---|---|"]
+    budgets = " | ".join(f"hv at {b // 1000}k" for b in BUDGETS)
+    lines = [f"| variant | block evals to target (per seed) | × fewer than naive (per seed) | {budgets} | final hypervolume (block evals) |",
+             "|---|---|---|" + "---|" * len(BUDGETS) + "---|"]
     for r in res["summary"]:
+        runs = [x for x in res["runs"].values() if x["variant"] == r["variant"]]
+        at = " | ".join(" / ".join("–" if hv_at(x["curve"], b) is None else f"{hv_at(x['curve'], b):.3f}" for x in runs)
+                        for b in BUDGETS)
+        final = " / ".join(f"{x['curve'][-1][1]:.3f} ({x['curve'][-1][0]:,.0f})" for x in runs)
         lines.append(f"| {r['variant']} | {' / '.join(f(c, ',.0f') for c in r['cost_to_target'])} | "
                      f"{' / '.join(('≥ ' if b else '') + f(x, '.2f') for x, b in zip(r['factor_vs_naive'], r['factor_is_lower_bound']))} | "
-                     f"{' / '.join(format(h, '.2f') for h in r['final_hypervolume'])} |")
+                     f"{at} | {final} |")
     return "\n".join(lines)
 
 

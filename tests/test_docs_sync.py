@@ -77,6 +77,17 @@ def test_readme_hook_overhead_tiny_flux_is_its_json() -> None:
     assert f"random-60 % {r['random-60%-reuse']['wall_over_ideal']:.2f}" in README
 
 
+def test_search_cost_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import search_cost
+
+    res = _load("search_cost.json")
+    assert search_cost.table(res) in (ROOT / "docs" / "search.md").read_text()
+    assert res["naive_check"]["fronts_equal"] and res["naive_check"]["block_evals_equal_recount"]
+    naive, dflt = res["runs"]["naive-s0"]["curve"][-1][0], res["runs"]["defaults-s0"]["curve"][-1][0]
+    assert f"saves only {naive / dflt:.2f}×" in (ROOT / "docs" / "search.md").read_text()
+
+
 def test_readme_eval_table_is_the_report() -> None:
     report = (ROOT / "docs" / "eval_report_tiny" / "report.md").read_text().splitlines()
     rows = [ln for ln in report if ln.startswith("| ")]
