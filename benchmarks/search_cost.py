@@ -81,9 +81,8 @@ def run_search(cfg: Any, out: Path) -> list[dict[str, Any]]:
     hist = out / "history.json"
     if hist.is_file():
         done = json.loads(hist.read_text())
-        old = {k: done["config"].get(k) for k in cfg.result_keys()}
-        if old != cfg.result_keys():
-            diff = {k: (v, cfg.result_keys()[k]) for k, v in old.items() if v != cfg.result_keys()[k]}
+        diff = cfg.changed_from(done["config"])
+        if diff:
             raise SystemExit(f"{out} holds a run with other settings {diff}: delete it or pass another --runs")
         if done["generations"] >= cfg.generations:
             return done["history"][: cfg.generations + 1]

@@ -67,6 +67,12 @@ class SearchConfig:
             raise SearchError(f"--screen-keep must be in (0, 1] and --screen-pool >= 1, got {self.screen_keep} "
                               f"and {self.screen_pool}")
 
+    def changed_from(self, old: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+        """{setting: (old, new)} for the result-changing settings where the config dict `old` (a checkpoint's or a
+        history's) differs from this one; settings `old` lacks take their defaults."""
+        before = SearchConfig(**{k: v for k, v in old.items() if k in SearchConfig.__dataclass_fields__}).result_keys()
+        return {k: (v, self.result_keys()[k]) for k, v in before.items() if self.result_keys()[k] != v}
+
     def result_keys(self) -> dict[str, Any]:
         """Settings that change results (a resumed run must match them)."""
         d = asdict(self)

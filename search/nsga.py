@@ -322,8 +322,7 @@ class Search:
             data, self.state = read_checkpoint(self.out / CHECKPOINT)
         except ValueError as e:
             raise SearchError(str(e)) from None
-        old = SearchConfig(**data["config"])
-        diff = {k: (v, self.cfg.result_keys()[k]) for k, v in old.result_keys().items() if self.cfg.result_keys()[k] != v}
+        diff = self.cfg.changed_from(data["config"])
         if diff or tuple(data["shape"]) != self.shape:
             raise SearchError(f"--resume: the checkpoint in {self.out} was made with other settings {diff}; "
                               "use the same settings or another --out")

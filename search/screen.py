@@ -15,8 +15,8 @@ in the fitness cache are free and always kept. Each new child c is scored agains
     s(c) = q̂(c) − min{ q(p) : p ∈ F, macs(p) ≤ macs(c) }             # (−∞ where no p is that cheap)
 
 and only k = ⌈F · population⌉ are generated (evaluated exactly, on every prompt): the ⌈k/2⌉ lowest scores and
-k − ⌈k/2⌉ drawn uniformly from the rest (ranking alone stalled the front on the embedded model: its hypervolume
-rose fastest for 10 generations, then flattened below the defaults'; benchmarks/search_cost.py). A screened-out
+k − ⌈k/2⌉ drawn uniformly from the rest (in a first single-seed run on the embedded model, ranking alone raised the
+hypervolume fastest for 10 generations, then flattened below the defaults'). A screened-out
 child is never evaluated, never enters the fitness cache, the population or the front, so no reported number
 is a prediction. Sources: surrogate-assisted evolutionary search (Jin, Swarm Evol. Comput. 2011); the
 additive per-cell error model is ECAD's observation that caching errors add up along steps (arXiv 2506.15682).
