@@ -32,6 +32,7 @@ VARIANTS: dict[str, dict[str, Any]] = {  # SearchConfig overrides over the base 
     "defaults": {},
     "late-bias": {"late_bias": 6.0, "cx_points": 2},
     "screen": {"screen_keep": 0.5},
+    "surrogate": {"screen_keep": 0.5, "screen_generations": 8},
     "multi-fidelity": {"multi_fidelity": True},
     "screen+late-bias": {"screen_keep": 0.5, "late_bias": 6.0, "cx_points": 2},
     "combo": {"screen_keep": 0.5, "late_bias": 6.0, "cx_points": 2, "multi_fidelity": True},

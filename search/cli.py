@@ -30,6 +30,7 @@ def _cmd(args: argparse.Namespace) -> int:
         late_bias=args.late_bias, clip_weights=args.clip_weights,
         forecast=args.forecast, forecast_order=args.forecast_order, init=list(args.init), multi_fidelity=args.multi_fidelity, mf_margin=args.mf_margin,
         profile_seeds=not args.no_profile_seeds, screen_keep=args.screen_keep, screen_pool=args.screen_pool,
+        screen_generations=args.screen_generations,
     )
     # bad input (SearchError, ObjectiveUnavailable, a missing file): one `error:` line from dit_cache.cli.run_command
     check_out_dir(args.out, "--out")
@@ -103,6 +104,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"{d.screen_keep} = off; every reported number stays a full evaluation)")
     p.add_argument("--screen-pool", type=positive_int, default=d.screen_pool,
                    help=f"with --screen-keep < 1: breed this many populations of children to pick from (default {d.screen_pool})")
+    p.add_argument("--screen-generations", type=positive_int, default=d.screen_generations,
+                   help="with --screen-keep < 1: breed that pool over this many NSGA-II generations on the surrogate's "
+                   f"predictions (surrogate-assisted search; default {d.screen_generations} = one breeding)")
     p.add_argument("--out", default="runs/search", help="run folder (default runs/search)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

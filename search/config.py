@@ -47,6 +47,7 @@ class SearchConfig:
     profile_seeds: bool = True  # probe each step's reuse error first and seed "reuse the k best steps"
     screen_keep: float = 1.0  # < 1: evaluate only this fraction of a population per generation (search.screen)
     screen_pool: int = 4  # with screening: breed this many populations of children to choose from
+    screen_generations: int = 1  # with screening: breed the pool over this many generations on the surrogate
 
     def check(self) -> None:
         """Raise SearchError naming the fix for an invalid setting."""
@@ -63,9 +64,9 @@ class SearchConfig:
         G.Operators(self.cxpb, self.cx_points, self.mutpb, self.indpb, self.late_bias).validate()
         if self.mf_margin < 0:
             raise SearchError(f"--mf-margin must be >= 0, got {self.mf_margin}")
-        if not 0 < self.screen_keep <= 1 or self.screen_pool < 1:
-            raise SearchError(f"--screen-keep must be in (0, 1] and --screen-pool >= 1, got {self.screen_keep} "
-                              f"and {self.screen_pool}")
+        if not 0 < self.screen_keep <= 1 or self.screen_pool < 1 or self.screen_generations < 1:
+            raise SearchError(f"--screen-keep must be in (0, 1], --screen-pool >= 1 and --screen-generations >= 1, got "
+                              f"{self.screen_keep}, {self.screen_pool} and {self.screen_generations}")
 
     def changed_from(self, old: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
         """{setting: (old, new)} for the result-changing settings where the config dict `old` (a checkpoint's or a

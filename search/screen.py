@@ -16,7 +16,14 @@ in the fitness cache are free and always kept. Each new child c is scored agains
 
 and only k = ⌈F · population⌉ are generated (evaluated exactly, on every prompt): the ⌈k/2⌉ lowest scores and
 k − ⌈k/2⌉ drawn uniformly from the rest (in a first single-seed run on the embedded model, ranking alone raised the
-hypervolume fastest for 10 generations, then flattened below the defaults'). A screened-out
+hypervolume fastest for 10 generations, then flattened below the defaults').
+
+``--screen-generations G`` > 1 breeds the pool over G generations *on the surrogate* (surrogate-assisted NSGA-II):
+an inner population starts as the evaluated one (true fitness); each inner generation breeds P populations of
+children from it, gives every child its exact MACs and, unless it was evaluated, q̂ as quality, and keeps the
+NSGA-II survivors of the union. Every child bred in any inner generation joins the pool scored above. Predicted
+fitness lives only on these inner copies: it never reaches the fitness cache. G = 1 is the single breeding above.
+A screened-out
 child is never evaluated, never enters the fitness cache, the population or the front, so no reported number
 is a prediction. Sources: surrogate-assisted evolutionary search (Jin, Swarm Evol. Comput. 2011); the
 additive per-cell error model is ECAD's observation that caching errors add up along steps (arXiv 2506.15682).
@@ -74,21 +81,46 @@ def front_quality(front: list[tuple[float, float]], cost: float) -> float:
     return min(qs) if qs else math.inf
 
 
+def _predicted(search: Any, kids: list[Any], model: Surrogate) -> None:
+    """Give inner-loop copies their fitness: (exact MACs fraction, evaluated quality or q̂)."""
+    st, new = search.state.fitness, [k for k in kids if k.key not in search.state.fitness]
+    pred = dict(zip((k.key for k in new), model.predict([k.genome for k in new]))) if new else {}
+    for k in kids:
+        f = st.get(k.key)
+        q = f["quality"] if f is not None else float(pred[k.key])
+        k.fitness.values = (search._cost_ev.macs(k.genome) / search.full_macs, q)
+
+
+def breed_pool(search: Any, pop: list[Any], model: Surrogate | None) -> dict[str, Any]:
+    """Children of `pop` by key: ``--screen-pool`` breedings per inner generation, over ``--screen-generations``
+    generations on the surrogate (one generation: no model needed)."""
+    cfg, pool, inner = search.cfg, {}, pop
+    for g in range(cfg.screen_generations):
+        kids = [kid for _ in range(cfg.screen_pool) for kid in search.offspring(inner)]
+        for kid in kids:
+            pool.setdefault(kid.key, kid)
+        if g + 1 < cfg.screen_generations:
+            assert model is not None
+            copies = [type(i)(i.genome) for i in inner]  # predicted fitness stays on these copies
+            _predicted(search, copies + kids, model)
+            inner = search.select(copies, kids)
+    for kid in pool.values():
+        kid.fitness.delValues()  # the evaluation gives the real fitness
+    return pool
+
+
 def screen(search: Any, pop: list[Any]) -> list[Any]:
     """Children of `pop` to evaluate this generation (see the module docstring); counts the rest as screened."""
     cfg, st = search.cfg, search.state
-    pool: dict[str, Any] = {}
-    for _ in range(cfg.screen_pool):
-        for kid in search.offspring(pop):
-            pool.setdefault(kid.key, kid)
+    archive = [f for f in st.fitness.values() if not f.get("partial")]
+    model = Surrogate(search.mask).fit([G.decode(f["genome"], search.shape) for f in archive],
+                                       [f["quality"] for f in archive])
+    pool = breed_pool(search, pop, model if cfg.screen_generations > 1 else None)
     cached = [k for k in pool.values() if k.key in st.fitness]
     new = [k for k in pool.values() if k.key not in st.fitness]
     budget = math.ceil(cfg.screen_keep * cfg.population)
     if len(new) <= budget:
         return cached + new
-    archive = [f for f in st.fitness.values() if not f.get("partial")]
-    model = Surrogate(search.mask).fit([G.decode(f["genome"], search.shape) for f in archive],
-                                       [f["quality"] for f in archive])
     front = [tuple(i.fitness.values) for i in search.archive_front()]
     pred = model.predict([k.genome for k in new])
     costs = [search._cost_ev.macs(k.genome) / search.full_macs for k in new]

@@ -929,11 +929,45 @@ def test_surrogate_recovers_an_additive_error_model_with_step_interactions(pixar
     assert front_quality([(0.5, 2.0), (0.8, 1.0)], 0.4) == float("inf")
 
 
-def test_screening_evaluates_fewer_children_and_reports_only_full_evaluations(pipe, baseline, tmp_path):
-    """--screen-keep 0.5: at most half a population of new schedules per generation; the front is exact."""
+def test_surrogate_generations_extend_the_single_breeding_and_keep_predictions_out(pipe, baseline, tmp_path):
+    """--screen-generations 1 is the single breeding of --screen-pool populations; G = 4 breeds the same first
+    generation, then more from survivors chosen on q̂. Pool children carry no fitness, nothing predicted is cached."""
+    import copy
+
+    from search.screen import Surrogate, breed_pool
+
+    _, pf, _ = baseline
+    s = Search(_cfg(pf, generations=1, screen_keep=0.5), tmp_path / "pool", pipe=pipe)
+    try:
+        s.run(progress=False)
+        pop = s.archive_front()
+        archive = list(s.state.fitness.values())
+        model = Surrogate(s.mask).fit([decode(f["genome"], s.shape) for f in archive], [f["quality"] for f in archive])
+        cached, state = set(s.state.fitness), copy.deepcopy(s.rng.getstate())
+        s.cfg.screen_pool = 2
+        direct = [k.key for _ in range(2) for k in s.offspring(pop)]
+        pools = {}
+        for g in (1, 4):
+            s.rng.setstate(state)
+            s.cfg.screen_generations = g
+            pools[g] = breed_pool(s, pop, model if g > 1 else None)
+        assert list(pools[1]) == list(dict.fromkeys(direct))
+        assert set(pools[1]) < set(pools[4])
+        assert set(s.state.fitness) == cached
+        assert not any(k.fitness.valid for k in pools[4].values())
+        with pytest.raises(SearchError, match="screen-generations"):
+            SearchConfig(screen_generations=0).check()
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("generations", [1, 3])
+def test_screening_evaluates_fewer_children_and_reports_only_full_evaluations(pipe, baseline, tmp_path, generations):
+    """--screen-keep 0.5 (bred once, or over 3 generations on the surrogate): at most half a population of new
+    schedules per generation; the front is exact."""
     summary, pf, _ = baseline
     out = tmp_path / "scr"
-    scr, s = _run(pipe, _cfg(pf, screen_keep=0.5, screen_pool=3), out)
+    scr, s = _run(pipe, _cfg(pf, screen_keep=0.5, screen_pool=3, screen_generations=generations), out)
     hist = scr["history"]
     assert hist[-1]["screened"] > 0
     for a, b in itertools.pairwise(hist):
