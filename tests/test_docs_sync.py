@@ -30,13 +30,22 @@ def test_readme_demo_table_is_demo_json(result: str) -> None:
     assert format_table(_load(result)["rows"]) in README
 
 
-def test_readme_backends_table_is_backends_json() -> None:
+@pytest.mark.parametrize("name", ["backends", "backends_tiny_flux"])
+def test_readme_backends_table_is_backends_json(name: str) -> None:
     spec = importlib.util.spec_from_file_location("bench_backends", ROOT / "benchmarks" / "backends.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    table = mod.table(_load("backends.json")["points"])
+    table = mod.table(_load(f"{name}.json")["points"])
     assert table in README
-    assert table in (RESULTS / "backends.md").read_text()
+    assert table in (RESULTS / f"{name}.md").read_text()
+
+
+def test_readme_tiny_flux_backends_prose_is_its_json() -> None:
+    pts = {p["setting"]: p for p in _load("backends_tiny_flux.json")["points"] if p["backend"] != "erta-ablation"}
+    for setting, x, db in [("cg-taylor:0.05:1:1:2", 1.91, 59.8), ("erta:reuse10", 1.99, 57.8), ("teacache:0.25:calib", 3.03, 42.8),
+                           ("first-block:0.4", 3.11, 42.7), ("fora:4", 3.91, 36.2), ("taylorseer:2:1:2", 1.81, 59.3)]:
+        assert f"{pts[setting]['macs_speedup']:.2f}" == f"{x:.2f}" and f"{pts[setting]['psnr']:.1f}" == f"{db:.1f}", setting
+        assert f"{x:.2f}×, {db:.1f} dB" in README or f"{db:.1f} dB at {x:.2f}×" in README, setting
 
 
 @pytest.mark.parametrize("suffix", ["", "_tiny_flux"])
