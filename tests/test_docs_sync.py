@@ -48,7 +48,7 @@ def test_readme_tiny_flux_backends_prose_is_its_json() -> None:
         assert f"{x:.2f}×, {db:.1f} dB" in README or f"{db:.1f} dB at {x:.2f}×" in README, setting
 
 
-@pytest.mark.parametrize("suffix", ["", "_tiny_flux"])
+@pytest.mark.parametrize("suffix", ["", "_tiny_flux", "_tiny_flux_cfg"])
 def test_search_validation_markdown_is_its_json(suffix: str) -> None:
     from search.validate import to_markdown
 
@@ -73,9 +73,11 @@ def test_search_md_tiny_flux_run_is_its_history_json() -> None:
     for name in ("search-30-3.21x", "search-34-2.81x", "search-06-6.56x", "fora-3", "erta-reuse13", "cg-taylor-0.05-w2",
                  "teacache-0.1-calib", "first-block-0.4"):
         assert f"{rows[name]['psnr_db']:.2f}" in doc, name
-    for name in ("search-30-3.21x", "fora-3", "first-block-0.4", "search-06-6.56x", "erta-reuse13", "cg-taylor-0.05-w2"):
-        assert f"{rows[name]['psnr_db']:.2f} dB" in README, name  # README summary
-    assert f"adherence\n{100 * rows['search-06-6.56x']['adherence']:.1f} % (uncached {100 * rows['uncached']['adherence']:.1f} %)" in README
+    cfg = {r["variant"]: r for r in _load("search_validation_shapes_tiny_flux_cfg.json")["rows"]}
+    for name in ("search-19-3.81x", "first-block-0.4", "fora-4", "search-40-1.81x", "taylorseer-2-w2", "search-03-6.56x",
+                 "erta-reuse13", "search-22-2.87x", "cg-taylor-0.05-w2"):
+        assert f"{cfg[name]['psnr_db']:.2f} dB" in README, name  # README summary of the true-CFG search
+    assert f"adherence {100 * cfg['search-03-6.56x']['adherence']:.1f} % (uncached {100 * cfg['uncached']['adherence']:.1f} %)" in README
 
 
 def test_readme_hook_overhead_tiny_flux_is_its_json() -> None:
@@ -184,3 +186,23 @@ def test_readme_peers_table_is_peers_json(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "bench_peers", mod)  # its @dataclass looks its module up there
     spec.loader.exec_module(mod)
     assert mod.table(_load("peers.json")) in README
+
+
+def test_search_md_true_cfg_tiny_flux_run_is_its_json() -> None:
+    """The true-CFG search's summary and verdict table in docs/search.md quote its history and validation JSON."""
+    h = _load("search_shapes_history_tiny_flux_cfg.json")
+    doc = (ROOT / "docs" / "search.md").read_text()
+    assert f"{h['evaluations']:,} schedules evaluated" in doc
+    assert f"{h['block_evals']:,} with prefix sharing vs {h['block_evals_naive']:,} naive = {h['prefix_sharing_saving']:.2f}×" in doc
+    assert f"{h['wall_s'] / 60:.1f} min on one core" in doc
+    rows = {r["variant"]: r for r in _load("search_validation_shapes_tiny_flux_cfg.json")["rows"]}
+    for name in ("search-53-1.42x", "search-49-1.53x", "search-40-1.81x", "search-35-1.98x", "search-32-2.20x",
+                 "search-29-2.47x", "search-23-2.82x", "search-22-2.87x", "search-21-3.21x", "search-19-3.81x",
+                 "search-17-3.96x", "search-03-6.56x"):
+        x = name.split("-")[-1][:-1]
+        assert f"{x}×: {rows[name]['psnr_db']:.2f}" in doc or f"{x}×: **{rows[name]['psnr_db']:.2f}**" in doc, name
+    verdicts = (ROOT / "docs" / "search_validation_shapes_tiny_flux_cfg.md").read_text()
+    table = [x for x in verdicts[verdicts.index("| baseline | psnr |"):].split("\n\n")[0].splitlines()[2:]
+             if x.startswith("|")]
+    dominated = sum("not dominated" not in line.split("|")[2] for line in table)
+    assert f"it dominates {dominated} of the {len(table)} baseline points" in doc
