@@ -166,6 +166,11 @@ def test_readme_compile_table_is_compile_json(monkeypatch: pytest.MonkeyPatch) -
     assert f"the run took {report['wall_s'] / 60:.0f} minutes" in README
     assert {r["graph_breaks"] for r in report["rows"]} == {0}  # the README says every variant has 0 breaks
     assert max(r["max_abs_diff_vs_eager"] for r in report["rows"]) <= 7.5e-4  # and says this bound
+    emb, mid = _load("compile_block_reuse.json"), _load("compile_block_reuse_midsize.json")
+    assert mod.table(emb["rows"] + mid["rows"]) in README  # the block-reuse table
+    assert f"{emb['wall_s'] / 60:.0f} and {mid['wall_s'] / 60:.0f} minutes" in README
+    walls = {(r["model"], r["variant"]): r["compiled_wall_over_mac"] for r in emb["rows"] + mid["rows"] if r["variant"] != "unhooked"}
+    assert f"**{min(v for (m, _), v in walls.items() if m == 'midsize'):.2f}–{max(v for (m, _), v in walls.items() if m == 'midsize'):.2f}**" in README
 
 
 def test_readme_block_reuse_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
