@@ -168,6 +168,8 @@ def test_readme_compile_table_is_compile_json(monkeypatch: pytest.MonkeyPatch) -
     assert max(r["max_abs_diff_vs_eager"] for r in report["rows"]) <= 7.5e-4  # and says this bound
     emb, mid = _load("compile_block_reuse.json"), _load("compile_block_reuse_midsize.json")
     assert mod.table(emb["rows"] + mid["rows"]) in README  # the block-reuse table
+    old_c, new_c = report["probes"]["midsize"]["blocks"]["unhooked"], mid["probes"]["midsize"]["blocks"]["unhooked"]
+    assert f"took {old_c['compile_s']:.1f} s there, {new_c['compile_s']:.1f} s here" in README
     assert f"{emb['wall_s'] / 60:.0f} and {mid['wall_s'] / 60:.0f} minutes" in README
     walls = {(r["model"], r["variant"]): r["compiled_wall_over_mac"] for r in emb["rows"] + mid["rows"] if r["variant"] != "unhooked"}
     assert f"**{min(v for (m, _), v in walls.items() if m == 'midsize'):.2f}–{max(v for (m, _), v in walls.items() if m == 'midsize'):.2f}**" in README
