@@ -184,6 +184,11 @@ def test_readme_block_reuse_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -
     assert mod.table(rows) in README
     by = {(r["schedule"], r["semantics"]): r for r in rows[1:]}
     assert f"FORA-4: {by['fora-4', 'ecad']['wall_over_macs']:.2f} → {by['fora-4', 'block']['wall_over_macs']:.2f}" in README
+    u, f4 = rows[0]["wall_median_s"], by["fora-4", "block"]
+    full, skip = u / 20, (f4["wall_median_s"] - 5 * u / 20) / 15  # what bounds wall / MACs (README)
+    assert f"FORA-4 (block) takes {f4['wall_median_s']:.3f} s for 5 full steps (5 × {u:.3f} s / 20)" in README
+    assert f"costs {1e3 * skip:.1f} ms, {100 * skip / full:.1f} % of a full step" in README
+    assert f"carries {100 * (20 / f4['macs_speedup'] - 5) / 15:.1f} % of a step's MACs" in README
 
 
 def test_readme_peers_table_is_peers_json(monkeypatch: pytest.MonkeyPatch) -> None:
