@@ -74,6 +74,15 @@ def _macs_by_module(model: nn.Module, args: tuple, kwargs: dict, convention: str
     return out
 
 
+def counted_macs(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, int]]:
+    """``fn(*args, **kwargs)`` run under FlopCounterMode: (its result, MACs per convention)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = fn(*args, **kwargs)
+    ops = counter.get_flop_counts().get("Global", {})
+    return out, {c: int(sum(v for op, v in ops.items() if c == "full" or str(op) in _LINEAR_OPS)) // 2 for c in CONVENTIONS}
+
+
 def step_cost(model: nn.Module, args: tuple, kwargs: dict, *, adapter: Adapter | None = None,
               convention: str = "full") -> StepCost:
     """Cost table of one call of `model` (ideally a meta-device model) with these inputs."""

@@ -104,6 +104,9 @@ class _StepTrackerHook(ModelHook):
             ctx = h.ctx
             h._log.append((ctx.generation, ctx.step, ctx.branch, h._skip_until >= 0))
         output = h.backend.end_call(h.ctx, output)
+        overhead = h.backend.overhead_macs()
+        if overhead:
+            h.stats.record_overhead(overhead)
         h.tracker.close()
         return output
 

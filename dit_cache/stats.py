@@ -40,6 +40,7 @@ class CacheStats:
         self.calls = 0
         self._tallies: dict[tuple, _ShapeTally] = {}
         self._tally: _ShapeTally | None = None
+        self.overhead: dict[str, int] = {}  # MACs backends ran themselves (e.g. TeaCache's gate), per convention
 
     def begin_call(self, step: int, key: tuple, meta_inputs: Callable[[], Any]) -> None:
         """Start counting one transformer call at `step` whose inputs have shape signature `key`."""
@@ -79,6 +80,11 @@ class CacheStats:
         else:
             self.reused[step, block, component] += 1
 
+    def record_overhead(self, macs: dict[str, int]) -> None:
+        """MACs a backend ran itself during a call, per convention (`Backend.overhead_macs`): counted as executed."""
+        for convention, n in macs.items():
+            self.overhead[convention] = self.overhead.get(convention, 0) + n
+
     # -- summaries ---------------------------------------------------------------------------
     @property
     def evaluations(self) -> int:
@@ -108,6 +114,7 @@ class CacheStats:
             executed += (t.calls * (cost.outside + int(cost.block_other.sum())) - int((t.skipped_blocks * cost.block_other).sum())
                          + int((t.computed * cost.component).sum()))
             full += t.calls * cost.full
+        executed += self.overhead.get(convention, 0)
         return {"executed": executed, "full": full, "speedup": full / executed if executed else 1.0}
 
     def summary(self, convention: str = "full") -> dict[str, Any]:

@@ -29,7 +29,7 @@ def _counted(pipe, family: str) -> int:
     return counter.macs
 
 
-@pytest.mark.parametrize("spec", ["all", "fora:2", "fora:3", "first-block:0.3"])
+@pytest.mark.parametrize("spec", ["all", "fora:2", "fora:3", "first-block:0.3", "teacache:0.3", "cg-taylor:1.0"])
 def test_instrument_equals_dit_cache_macs(family_pipe, spec: str) -> None:
     family, pipe = family_pipe
     with _accelerate(pipe, spec) as h:

@@ -61,6 +61,11 @@ class Backend:
         """After every transformer call: the output to return (default: unchanged)."""
         return output
 
+    def overhead_macs(self) -> dict[str, int]:
+        """MACs the backend itself ran during the call that just ended, per MAC convention (e.g. TeaCache's
+        recomputed modulation of block 0), counted as executed by `handle.stats`; {} for none (the default)."""
+        return {}
+
     # -- component level --
     def should_compute(self, site: Site, ctx: StepContext) -> bool:
         """True to run the component, False to take `reuse()` instead."""

@@ -11,7 +11,8 @@ of a model forward), per family:
 * a transformer with an inferred adapter (``generic-*``, `adapters.generic`): block 0's input hidden states
   (its modulation is unknown).
 
-For flux/sd3/dit this re-runs norm1's small adaLN linear once per call (not counted in MACs).
+For flux/sd3/dit this re-runs norm1's small adaLN linear once per call; `handle.stats` counts it as the
+backend's overhead (`Backend.overhead_macs`, measured once per input shape under torch's FLOP counter).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
+from ..macs import counted_macs
 from ..schedule import ScheduleSpace
 from . import profiles
 from .base import (
@@ -138,6 +141,8 @@ class TeaCacheBackend(StackResidualMixin):
     coefficients: np.ndarray
     profile: dict | None = None
     state: dict[int, _BranchState] = field(default_factory=dict)
+    gate_costs: dict[tuple, dict[str, int]] = field(default_factory=dict)  # input shapes -> the gate's MACs
+    _overhead: dict[str, int] = field(default_factory=dict)  # the gate's MACs in the current call
 
     def begin_generation(self, ctx: StepContext) -> None:
         """Check a profile's step count; forget the previous generation."""
@@ -145,13 +150,28 @@ class TeaCacheBackend(StackResidualMixin):
             profiles.check_steps(self.profile, ctx.num_steps, "teacache")
         self.state.clear()
 
+    def _gate_input(self, inputs: tuple) -> torch.Tensor:
+        """Block 0's modulated input; its MACs (counted once per input shape) are this call's overhead."""
+        key = tuple(tuple(x.shape) for x in tree_leaves(inputs[1:]) if isinstance(x, torch.Tensor))
+        if key in self.gate_costs:
+            m = modulated_input(self.family, *inputs)
+        else:
+            m, self.gate_costs[key] = counted_macs(modulated_input, self.family, *inputs)
+        self._overhead = self.gate_costs[key]
+        return m
+
+    def overhead_macs(self) -> dict[str, int]:
+        """The gate's MACs in the call that just ended."""
+        out, self._overhead = self._overhead, {}
+        return out
+
     def block_pre(self, block: int, ctx: StepContext, streams: Streams, inputs: tuple):
         """Gate at block 0: skip the stack with input + R, or run it."""
         if block != 0:
             return None
         st = self.state.setdefault(ctx.branch, _BranchState())
         with torch.no_grad():
-            m = modulated_input(self.family, *inputs)
+            m = self._gate_input(inputs)
         last = ctx.num_steps is not None and ctx.step >= ctx.num_steps - 1
         gate = False
         if st.prev_m is not None and st.residual is not None and ctx.step > 0 and not last and self.config.threshold > 0:
