@@ -103,6 +103,9 @@ def _hook_names(module: torch.nn.Module) -> set[tuple[str, str]]:
             if (reg := getattr(m, "_diffusers_hook", None)) is not None for name in reg.hooks}
 
 
+TIMESTEP_SCALE = {"FluxTransformer2DModel": 1000}  # transformers called with t / 1000 (they scale it back inside)
+
+
 def _diffusers(apply: str, make_config: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """Enabler of `diffusers.hooks.<apply>(transformer, make_config(timestep_reader))`, with a cache context set
     (PixArt's pipeline sets none) and a timestep reader for the hooks that ask for one."""
@@ -112,9 +115,9 @@ def _diffusers(apply: str, make_config: Callable[[Any], Any]) -> Callable[[Any],
         from diffusers.hooks.hooks import CacheContext, HookRegistry, _set_cache_context
 
         t = pipe.transformer
-        now = {"t": 1000}
-        reader = t.register_forward_pre_hook(lambda _m, _a, kw: now.update(t=int(kw["timestep"].flatten()[0])),
-                                             with_kwargs=True)
+        now, scale = {"t": 1000}, TIMESTEP_SCALE.get(type(t).__name__, 1)
+        reader = t.register_forward_pre_hook(
+            lambda _m, _a, kw: now.update(t=int(float(kw["timestep"].flatten()[0]) * scale)), with_kwargs=True)
         before = _hook_names(t)
         getattr(dh, apply)(t, make_config(lambda: now["t"]))
         # the apply_* functions leave the transformer's cached list of child registries stale (it still lists an

@@ -198,6 +198,11 @@ def test_readme_peers_table_is_peers_json(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "bench_peers", mod)  # its @dataclass looks its module up there
     spec.loader.exec_module(mod)
     assert mod.table(_load("peers.json")) in README
+    flux = _load("peers_tiny_flux.json")
+    assert mod.table(flux) in README
+    assert f"{flux['wall_s'] / 60:.0f} minutes on core 1" in README
+    rows = {(r["library"], r["setting"]): r for r in flux["rows"]}
+    assert f"`learned-3.81x` keeps {rows['dit-cache', 'learned-3.81x']['psnr']:.1f} dB" in README
 
 
 def test_search_md_true_cfg_tiny_flux_run_is_its_json() -> None:
