@@ -69,9 +69,13 @@ def _macs_by_module(model: nn.Module, args: tuple, kwargs: dict, convention: str
     for name, ops in counter.get_flop_counts().items():
         if name != root and not name.startswith(root + "."):
             continue
-        flops = sum(v for op, v in ops.items() if convention == "full" or str(op) in _LINEAR_OPS)
-        out[name[len(root) + 1 :] if name != root else ""] = int(flops) // 2
+        out[name[len(root) + 1 :] if name != root else ""] = _macs_of(ops, convention)
     return out
+
+
+def _macs_of(ops: Mapping[Any, int], convention: str) -> int:
+    """MACs of one FlopCounterMode op table under `convention` (FLOPs / 2)."""
+    return int(sum(v for op, v in ops.items() if convention == "full" or str(op) in _LINEAR_OPS)) // 2
 
 
 def counted_macs(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, int]]:
@@ -80,7 +84,7 @@ def counted_macs(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, dict[str, int
     with counter:
         out = fn(*args, **kwargs)
     ops = counter.get_flop_counts().get("Global", {})
-    return out, {c: int(sum(v for op, v in ops.items() if c == "full" or str(op) in _LINEAR_OPS)) // 2 for c in CONVENTIONS}
+    return out, {c: _macs_of(ops, c) for c in CONVENTIONS}
 
 
 def step_cost(model: nn.Module, args: tuple, kwargs: dict, *, adapter: Adapter | None = None,
