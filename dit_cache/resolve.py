@@ -28,6 +28,8 @@ its display name); empty fields take the default (``delta-dit:4::12``):
     block:STATIC-SPEC                      BlockReuseConfig: fully reused blocks     block-fora-4
                                            add their cached residual (all, fora,
                                            cache, random or FILE.json inside)
+    STATIC-SPEC+cfg-cache[:N[:WARMUP]]     CFGCacheConfig(schedule=...): the calls   fora-3+cfg-cache-3
+                                           that run follow the static schedule
     FILE.json                              dit-cache or ECAD schedule file           its name (or file stem)
 
 PROFILE is a JSON file from `dit-cache profile` (or a key of the `profiles` mapping given to `resolve_spec`).
@@ -38,7 +40,7 @@ from __future__ import annotations
 import inspect
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -371,7 +373,8 @@ _KINDS: dict[str, _Kind] = {k.name: k for k in (
                    _Field("residual_correction", "RES", _bool, True, "res"),
                    _Field("interval_correction", "INT", _bool, True, "int")), lambda a, sp, n: ERTACacheConfig(**a)),
 )}
-SPEC_KINDS: tuple[str, ...] = (*(k.usage for k in _KINDS.values()), "block:STATIC-SPEC", "FILE.json")
+SPEC_KINDS: tuple[str, ...] = (*(k.usage for k in _KINDS.values()), "block:STATIC-SPEC", "STATIC-SPEC+cfg-cache",
+                                "FILE.json")
 
 
 def _kinds_help() -> str:
@@ -487,6 +490,21 @@ def _block_spec(text: str, inner: str, space: ScheduleSpace | None, steps: int |
     return CacheSpec(text, "block", f"block-{got.name}", BlockReuseConfig(got.value, resample=resample))
 
 
+def _cfg_over(text: str, space: ScheduleSpace | None, steps: int | None, resample: bool, repair: bool,
+              profiles: Mapping[str, Any] | None) -> CacheSpec:
+    """``STATIC-SPEC+cfg-cache[:N[:WARMUP]]``: CFG-branch caching over a static schedule."""
+    left, _, right = text.rpartition("+")
+    if not left or not right.startswith("cfg-cache"):
+        raise _bad(text, "+ joins a static spec and cfg-cache, e.g. fora:3+cfg-cache:2 or learned-3.81x.json+cfg-cache")
+    gate = resolve_spec(right, space, steps, resample=resample, repair=repair, profiles=profiles)
+    inner = resolve_spec(left, space, steps, resample=resample, repair=repair, profiles=profiles)
+    if not isinstance(inner.value, Schedule):
+        raise _bad(text, f"{left!r} is not a static schedule; cfg-cache combines with all, fora, cache, random or a "
+                         "schedule file")
+    value = replace(gate.value, schedule=inner.value, resample=resample)
+    return CacheSpec(text, "cfg-cache", f"{inner.name}+{gate.name}", value)
+
+
 def resolve_spec(text: str, space: ScheduleSpace | None = None, steps: int | None = None, *, resample: bool = False,
                  repair: bool = False, profiles: Mapping[str, Any] | None = None) -> CacheSpec:
     """A caching spec (see the module docstring) as a `Schedule` or backend config, with its display name.
@@ -495,6 +513,8 @@ def resolve_spec(text: str, space: ScheduleSpace | None = None, steps: int | Non
     (`resample` adapts a file's step count, `repair` computes reuse cells on step 0). `profiles` maps names to
     profile dicts or paths, so specs can name in-memory profiles (``erta:reuse6``)."""
     text = str(text).strip()
+    if "+" in text and not Path(text).is_file():
+        return _cfg_over(text, space, steps, resample, repair, profiles)
     head, _, rest = text.partition(":")
     if head == "block":
         return _block_spec(text, rest, space, steps, resample, repair)

@@ -80,7 +80,7 @@ class _StepTrackerHook(ModelHook):
                 f"the generation reached step {ctx.step + 1} but the schedule has {h.backend_steps()} steps: "
                 "run the pipeline with the schedule's step count, or pass resample=True to accelerate() or BlockReuseConfig"
             )
-        h._skip_until = -1
+        h._skip_until, h._gated_skips = -1, []
         h.backend.begin_call(ctx)
         if h._components:
             _plan_components(h)
@@ -153,12 +153,15 @@ def _plan_components(h: CacheHandle) -> None:
 def _commit_components(h: CacheHandle) -> None:
     """After a call: hand the kept outputs to the backend; count computed and reused components."""
     b, ctx, stats = h.backend, h.ctx, h.stats
+    gated = set(h._gated_skips)  # blocks a `gates_blocks` backend skipped: their components did not run
     for hook in h._components:
         site = hook.site
         if hook.keep and hook.out is not None:
             b.store(site, ctx, hook.out)
-        stats.record(ctx.step, site.block, site.component, hook.compute)
+        stats.record(ctx.step, site.block, site.component, hook.compute and site.block not in gated)
         hook.out = hook.value = None
+    for blk in gated:
+        stats.record_skipped_block(blk)
     for blk in h._blocks:
         if blk.keep and blk.delta is not None:
             b.store_block(blk.index, ctx, blk.delta)
@@ -219,7 +222,9 @@ class _ResidualBlockHook(ModelHook):
 
 
 class _BlockHook(ModelHook):
-    """Block-level hook: run the block, or skip it (first block of a skipped range returns the backend's value)."""
+    """Block-level hook: run the block, or skip it (first block of a skipped range returns the backend's value).
+    Under a component-level backend that `gates_blocks` the component hooks count what ran; this hook only
+    notes the blocks it skipped."""
 
     def __init__(self, handle: CacheHandle, index: int, module: nn.Module) -> None:
         super().__init__()
@@ -234,18 +239,26 @@ class _BlockHook(ModelHook):
         h, b = self.handle, self.index
         ctx = h.ctx
         if b <= h._skip_until:  # inside a skipped range: pass the streams through
-            self.stats.record_block(ctx.step, b, False)
+            self._skipped(b)
             return self.io.pack(self.io.streams(args, kwargs))
         streams = self.io.streams(args, kwargs)
         plan = self.backend.block_pre(b, ctx, streams, (module, args, kwargs))
         if plan is not None:
             value, h._skip_until = plan
-            self.stats.record_block(ctx.step, b, False)
+            self._skipped(b)
             return self.io.pack(value)
         out = (self.compiled or self.fn_ref.original_forward)(*args, **kwargs)
         self.backend.block_post(b, ctx, streams, self.io.unpack(out))
-        self.stats.record_block(ctx.step, b, True)
+        if h.block_level:
+            self.stats.record_block(ctx.step, b, True)
         return out
+
+    def _skipped(self, b: int) -> None:
+        h = self.handle
+        if h.block_level:
+            self.stats.record_block(h.ctx.step, b, False)
+        else:
+            h._gated_skips.append(b)
 
 
 class CacheHandle:
@@ -265,6 +278,7 @@ class CacheHandle:
         self._meta_model: nn.Module | None = None
         self._hooked: list[tuple[nn.Module, str, bool]] = []  # (module, hook name, registry created by us)
         self._skip_until = -1  # last block of the range a block-level backend skips in this call
+        self._gated_skips: list[int] = []  # blocks a `gates_blocks` backend skipped in this call
         self.block_level = backend.level == "block"
         self._log: list[tuple[int, int, int, bool]] = []  # (generation, step, branch, skipped) per call
         self._components: list[_ComponentHook] = []
@@ -295,11 +309,15 @@ class CacheHandle:
                     hook = _ComponentHook(self, site)
                     self._register(site.module, hook, COMPONENT_HOOK)
                     self._components.append(hook)
-                if self.backend.reuses_blocks:
-                    for i, block in enumerate(self.adapter.blocks(t)):
+                if self.backend.reuses_blocks and self.backend.gates_blocks:
+                    raise ValueError(f"{type(self.backend).__name__} both reuses and gates blocks; a backend does one")
+                for i, block in enumerate(self.adapter.blocks(t)):
+                    if self.backend.reuses_blocks:
                         hook = _ResidualBlockHook(self, i, block)
                         self._register(block, hook, BLOCK_HOOK)
                         self._blocks.append(hook)
+                    elif self.backend.gates_blocks:
+                        self._register(block, _BlockHook(self, i, block), BLOCK_HOOK)
         except BaseException:
             self.remove()
             raise
@@ -353,6 +371,7 @@ class CacheHandle:
                 "transformer cannot hold: call handle.compile_blocks() (each block compiled, the decision eager)"
             )
         self._check_not_compiled()
+        self._refuse_gated()
         patterns = self.backend.compile_patterns(per="step")
         if patterns > MANY_STEP_PATTERNS:
             warnings.warn(
@@ -377,6 +396,7 @@ class CacheHandle:
         deciding whether to run it stays eager, outside the compiled frame, so the graphs do not depend on
         the decisions. Returns the pattern count (1 for a backend without a static plan)."""
         self._check_not_compiled()
+        self._refuse_gated()
         patterns = self.backend.compile_patterns()
         self._raise_recompile_limit(2 * patterns + 1)
         for block in self.adapter.blocks(self.transformer):
@@ -392,6 +412,13 @@ class CacheHandle:
     def _check_not_compiled(self) -> None:
         if self._compiled:
             raise RuntimeError("this handle is already compiled (compile() or compile_blocks()); remove() it first")
+
+    def _refuse_gated(self) -> None:
+        if self.backend.gates_blocks:
+            raise RuntimeError(
+                f"{type(self.backend).__name__} decides between blocks whether a call runs (e.g. CFG-branch caching "
+                "over a static schedule), which compile() / compile_blocks() do not support yet: compile the "
+                "static schedule alone, or run this one eager")
 
     def _raise_recompile_limit(self, need: int) -> None:
         """Raise dynamo's per-code recompile limit by what this handle's graphs need (handles compiled side by

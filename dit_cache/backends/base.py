@@ -39,12 +39,15 @@ class Backend:
     First-Block Cache, CG-Taylor, ERTACache) get one hook per transformer block and answer `block_pre` /
     `block_post` on the block's *streams*: its stream inputs in the order the block returns them
     (``Adapter.block_outputs``: (hidden_states,) or (encoder_hidden_states, hidden_states)).
-    Whatever a backend needs from the model it gets as constructor arguments (from its config's
+    A component-level backend with ``gates_blocks`` gets both: component hooks inside the blocks and block hooks
+    whose `block_pre` may skip a range of blocks (CFG-branch caching over a static schedule); the components of a
+    skipped block count as not run. Whatever a backend needs from the model it gets as constructor arguments (from its config's
     `build_backend`). The runtime records each call's decision (skipped or not) for block-level backends.
     """
 
     level: ClassVar[str] = "component"
     reuses_blocks: ClassVar[bool] = False  # a component-level backend that also skips whole blocks (`block_plan`)
+    gates_blocks: ClassVar[bool] = False  # a component-level backend that also answers `block_pre` / `block_post`
 
     @property
     def num_steps(self) -> int | None:
