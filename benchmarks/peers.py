@@ -7,7 +7,8 @@ shapes-world adherence; wall time per generation, interleaved and rotated over e
 
 Methods (each enabled for one generation, then removed, so no state leaks from one generation to the next):
 
-* dit-cache: every `dit_cache.baselines` point and the shipped learned schedules;
+* dit-cache: every `dit_cache.baselines` point and the shipped learned schedules; with separate CFG calls (FLUX
+  true CFG) also FORA-4 and the learned schedules at >= 2.5x combined with CFG-branch caching (`COMBINED`);
 * diffusers (already a dependency): FirstBlockCache, TaylorSeerCache, MagCache (its own calibration mode, on the
   calibration prompts), PyramidAttentionBroadcast, FasterCache. PixArt's pipeline sets no cache context, so one
   is set here, as a user of these hooks would have to;
@@ -58,7 +59,8 @@ from eval.flops import TransformerMacs
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "peers.json"
 PLOT = ROOT / "docs" / "peers_pareto.png"
-TARGETS = (2.0, 3.0, 4.0)
+TARGETS = (2.0, 3.0, 4.0, 5.0)
+COMBINED = "+cfg-cache:2:2"  # over a static schedule: the uncond call reconstructed at every 2nd active step
 # diffusers' TaylorSeer default patterns ("^transformer_blocks.*attn", fullmatch) match no PixArt module (attn1/attn2):
 # the block's attention and feed-forward modules are named explicitly, as our TaylorSeer forecasts them; FLUX's
 # modules match the defaults (None)
@@ -82,16 +84,21 @@ class Method:
 
 # -- dit-cache ---------------------------------------------------------------------------------------
 def ours(pipe: Any, steps: int, profiles: dict[str, Any], model: str, separate_cfg: bool = False) -> list[Method]:
-    """Every `dit_cache.baselines` point, plus the learned schedules shipped for `model`."""
+    """Every `dit_cache.baselines` point, plus the learned schedules shipped for `model`; with `separate_cfg`,
+    FORA-4 and the learned schedules at >= 2.5x under CFG-branch caching too (`COMBINED`)."""
     space = dc.space_of(pipe.transformer)
     specs = [(b.backend, b.spec) for b in dc.baselines(steps, space.shape[0], separate_cfg=separate_cfg)]
     zoo_name = parse_model_spec(model).zoo_name
-    learned = sorted((ZOO_DIR / "schedules" / zoo_name).glob("*.json")) if zoo_name else []
+    folder = ZOO_DIR / "schedules" / (zoo_name or "-")
+    learned = sorted(folder.glob("*.json")) if zoo_name else []
     specs += [("learned", str(p)) for p in learned]
+    if separate_cfg:
+        fast = [p for p in learned if float(dc.Schedule.load(p).metadata.get("macs_speedup", 0)) >= 2.5]
+        specs += [("fora+cfg-cache", "fora:4" + COMBINED)] + [("learned+cfg-cache", f"{p}{COMBINED}") for p in fast]
     out = []
     for backend, spec in specs:
         value = dc.resolve_spec(spec, space, steps, profiles=profiles).value
-        setting = Path(spec).stem if backend == "learned" else spec
+        setting = spec.replace(f"{folder}/", "").replace(".json", "")
         out.append(Method("dit-cache", backend, setting, lambda p, v=value: dc.accelerate(p, v)))
     return out
 
@@ -438,7 +445,7 @@ def _methods(pipe: Any, args: argparse.Namespace, model: str) -> list[Method]:
     mine = ours(pipe, args.steps, profiles, args.model, separate_cfg)
     theirs = peer_methods(pipe, args.steps, calls, family)
     if args.quick:
-        mine = [m for m in mine if m.setting in ("fora:2", "learned-3.16x")]
+        mine = [m for m in mine if m.setting in ("fora:2", "learned-3.16x", "learned-3.16x" + COMBINED)]
         theirs = list({(m.library, m.name): m for m in reversed(theirs)}.values())[::-1]  # the first of each method
     return mine + theirs
 
