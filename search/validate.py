@@ -1,6 +1,10 @@
 """Validate a learned front on held-out prompts against FORA and the dynamic backends.
 
     python -m search.validate --run runs/shapes --model tiny --num-prompts 64
+    python -m search.validate --model tiny-flux --specs learned-3.81x.json "learned-3.81x.json+cfg-cache:2:2" --out v
+
+`--specs` validates any caching specs (shipped schedule files, combinations such as a learned schedule under
+CFG-branch caching) as candidates beside, or instead of, a run's front.
 
 Every variant (uncached, FORA N=2,3,4, every dynamic backend at the operating points of
 `dit_cache.baselines` -- or at its defaults, `--dynamic defaults` -- and every front schedule) generates the same held-out prompts with the same seeds through the real pipeline under
@@ -112,12 +116,20 @@ def run_calibration_prompts(run: Path, n: int) -> list[str]:
     return read_prompts(json.loads(ck.read_text())["config"]["prompts"], n)
 
 
+def shapes_calibration_prompts(n: int) -> list[str]:
+    """The first `n` prompts of the search's default calibration set (never the held-out ones)."""
+    from .config import SearchConfig, read_prompts
+
+    return read_prompts(Path(__file__).resolve().parents[1] / SearchConfig().prompts, n) if n > 0 else []
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean per-image PSNR of decoded images (`eval.fidelity.psnr`, as the demo and `dit-cache eval`)."""
     return float("inf") if bool((a == b).all()) else psnr(a, b)
 
 
 LOWER_IS_BETTER = ("latent_mse",)
+CANDIDATES = ("front", "spec")  # row kinds judged against the baselines
 RULES = {  # name -> (fidelity metric, adherence within paired noise)
     "psnr": ("psnr_db", False),
     "latent_psnr": ("latent_psnr_db", False),
@@ -219,10 +231,12 @@ def _evaluate(pipe: Any, decode: Any, prompts: list[str], seeds: list[int], step
     rows.append(row)
 
 
-def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool | str = True,
+def validate(run: Path | None, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool | str = True,
              pipe: Any = None, shapes: bool | None = None, calib: list[str] | None = None,
-             progress: bool = False, front_max: int | None = None) -> dict[str, Any]:
-    """Evaluate the run's front and the baselines; returns rows and verdicts.
+             progress: bool = False, front_max: int | None = None, specs: list[str] = (),
+             steps: int = 20) -> dict[str, Any]:
+    """Evaluate the run's front (`run`, or None) and the caching `specs` (kind "spec", judged as the front is)
+    against the baselines; returns rows and verdicts. Without a run, generations take `steps` steps.
 
     ``dynamic``: False (none), True/"defaults" (each dynamic backend at its defaults, `dit_cache.DEFAULT_BASELINES`)
     or "sweep" (the operating points of `dit_cache.baselines`; `calib` prompts fit the TeaCache/MagCache/ERTACache profiles).
@@ -232,9 +246,13 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
     """
     from tqdm.auto import tqdm
 
-    front = _load_front(run)
-    steps = front[0].steps
+    front = _load_front(run) if run is not None else []
+    if not front and not specs:
+        raise ValueError("nothing to validate: pass a search run (--run) or caching specs (--specs)")
+    steps = front[0].steps if front else steps
     pipe = pipe if pipe is not None else dc.load_pipeline(model).pipe
+    space = dc.space_of(pipe.transformer)
+    extra = [(r.name, "spec", r.value) for r in (dc.resolve_spec(s, space, steps) for s in specs)]  # bad spec: now
     defaults = dc.resolve.call_defaults(model, pipe)  # the settings the search generated with
     decode = decoder(pipe, steps, defaults)
     scorer = _adherence_scorer(decode, prompts, shapes)
@@ -245,12 +263,12 @@ def validate(run: Path, model: str, prompts: list[str], seeds: list[int], *, dyn
         for v in variants:  # uncached first: it is the reference
             _evaluate(pipe, decode, prompts, seeds, steps, scorer, rows, ref, *v, defaults=defaults)
             bar.update()
-        chosen = [(s.name, "front", s) for s in select_front(front, rows, front_max)]  # the points the baselines call for
+        chosen = [(s.name, "front", s) for s in select_front(front, rows, front_max)] + extra
         bar.total += len(chosen)
         for v in chosen:
             _evaluate(pipe, decode, prompts, seeds, steps, scorer, rows, ref, *v, defaults=defaults)
             bar.update()
-    return {"front_total": len(front), "run": str(run), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
+    return {"front_total": len(front), "run": None if run is None else str(run), "specs": list(specs), "model": model, "steps": steps, "prompts": prompts, "seeds": seeds,
             "rows": rows, "verdicts": verdicts(rows)}
 
 
@@ -282,7 +300,7 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, Any]:
     and the ≥ 2.5× / adherence-within-3-points check."""
     ok = [r for r in rows if "skipped" not in r]
     adh = ["adherence"] if ok and all("adherence" in r for r in ok) else []
-    front = [r for r in ok if r["kind"] == "front"]
+    front = [r for r in ok if r["kind"] in CANDIDATES]
     by_rule: dict[str, dict[str, list[str]]] = {}
     for rule, (fid, noise) in RULES.items():
         if noise and not adh:
@@ -344,7 +362,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     rows = [r for r in result["rows"] if "skipped" not in r]
     has_adh = all("adherence" in r for r in rows)
     fig, axes = plt.subplots(1, 3 if has_adh else 2, figsize=(17 if has_adh else 12, 4.6), squeeze=False)
-    style = {"front": ("tab:red", "o", "learned front"), "fora": ("tab:blue", "s", "FORA N=2,3,4"),
+    style = {"front": ("tab:red", "o", "learned front"), "spec": ("tab:purple", "D", "--specs"), "fora": ("tab:blue", "s", "FORA N=2,3,4"),
              "dynamic": ("tab:gray", "^", "dynamic backends (sweep)"), "baseline": ("black", "*", "uncached")}
     panels = [("psnr_db", "held-out PSNR vs uncached, dB (higher is better)", False),
               ("latent_mse", "held-out mean latent MSE vs uncached (lower is better)", True)]
@@ -357,7 +375,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, color=color, label=label,
                     linestyle="-" if kind == "front" else "none", markersize=7 if kind != "dynamic" else 6)
-            if kind in ("fora", "dynamic"):
+            if kind in ("fora", "dynamic", "spec"):
                 for x, y, name in pts:
                     ax.annotate(name, (x, y), fontsize=6.5, xytext=(3, 3), textcoords="offset points", color=color)
         ax.set_xlabel("MACs speedup (exact)")
@@ -377,7 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     """CLI: python -m search.validate --run RUN [--model tiny] [--num-prompts 64]."""
     p = argparse.ArgumentParser(prog="python -m search.validate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="a `dit-cache search` output folder (reads RUN/front/*.json)")
+    p.add_argument("--run", default=None, help="a `dit-cache search` output folder (reads RUN/front/*.json)")
+    p.add_argument("--specs", nargs="+", default=[], metavar="SPEC",
+                   help="caching specs to validate as candidates too (schedule files, fora:4+cfg-cache:2, ...)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps without --run (default 20)")
     p.add_argument("--model", default="tiny", help="the model the run searched: " + MODEL_HELP)
     p.add_argument("--prompts", default=None, help="prompts file (default: held-out shapes captions)")
     p.add_argument("--num-prompts", type=int, default=64, help="number of prompts (default 64)")
@@ -390,8 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--front-max", type=int, default=None,
                    help="validate the best front schedule at >= each baseline's MACs speedup, then evenly spread "
                         "ones up to N in total (default: every front schedule)")
-    p.add_argument("--out", default=None, help="folder for validation.json/md (default RUN/validation)")
+    p.add_argument("--out", default=None, help="folder for validation.json/md (default RUN/validation; needed "
+                                                "without --run)")
     a = p.parse_args(argv)
+    if a.run is None and (not a.specs or a.out is None):
+        p.error("pass --run RUN (a search output folder), or --specs SPEC ... with --out DIR")
     try:
         if a.prompts:
             from .nsga import read_prompts
@@ -401,9 +425,11 @@ def main(argv: list[str] | None = None) -> int:
             prompts = heldout_prompts(a.num_prompts)
         seeds = [a.seed + i for i in range(len(prompts))]
         dyn = "none" if a.no_dynamic else a.dynamic
-        calib = run_calibration_prompts(Path(a.run), a.calib_prompts) if dyn == "sweep" else []
-        result = validate(Path(a.run), a.model, prompts, seeds, dynamic={"none": False, "defaults": True}.get(dyn, dyn),
-                          calib=calib, progress=True, front_max=a.front_max)
+        run = Path(a.run) if a.run else None
+        calib = [] if dyn != "sweep" else (run_calibration_prompts(run, a.calib_prompts) if run
+                                           else shapes_calibration_prompts(a.calib_prompts))
+        result = validate(run, a.model, prompts, seeds, dynamic={"none": False, "defaults": True}.get(dyn, dyn),
+                          calib=calib, progress=True, front_max=a.front_max, specs=a.specs, steps=a.steps)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"search.validate: error: {e}", file=sys.stderr)
         return 2

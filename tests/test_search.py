@@ -985,3 +985,34 @@ def test_screening_evaluates_fewer_children_and_reports_only_full_evaluations(pi
     ev.close()
     with pytest.raises(SearchError, match="screen-keep"):
         SearchConfig(screen_keep=0).check()
+
+
+def test_validate_specs_without_a_run(tmp_path, capsys):
+    """`--specs` validates caching specs (here FORA-2 under CFG-branch caching) as candidates without a search run;
+    their rows carry the runtime's speedups and are judged as front points; bad inputs are one clear error."""
+    from search.validate import main, validate
+
+    flux = dc.load_pipeline("random-tiny:flux").pipe
+    res = validate(None, "random-tiny:flux", PROMPTS[:2], [3, 4], dynamic=False, pipe=flux, shapes=False,
+                   specs=["fora:2", "fora:2+cfg-cache:2:1"], steps=10)  # uncond reconstructed at step 4
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert rows["fora-2+cfg-cache-2-w1"]["kind"] == "spec" and res["run"] is None
+    plain, both = rows["fora-2"], rows["fora-2+cfg-cache-2-w1"]  # "fora-2": the FORA baseline's row
+    assert both["macs_speedup"] > plain["macs_speedup"] > 1.5 and both["latent_mse"] > plain["latent_mse"]
+    spec_fora = [r for r in res["rows"] if r["kind"] == "spec" and r["variant"] == "fora-2"]
+    assert spec_fora and spec_fora[0]["latent_mse"] == plain["latent_mse"]  # same spec, same generation
+    assert "fora-2" in res["verdicts"]["dominated"]
+    with pytest.raises(ValueError, match="nothing to validate"):
+        validate(None, "random-tiny:flux", PROMPTS[:1], [3], dynamic=False, pipe=flux, shapes=False)
+    with pytest.raises(SystemExit):
+        main(["--model", "random-tiny:flux", "--specs", "fora:2"])  # no --out without --run
+    assert "--specs SPEC ... with --out DIR" in capsys.readouterr().err
+    assert main(["--model", "random-tiny:flux", "--specs", "fora:x", "--out", str(tmp_path), "--num-prompts", "1",
+                 "--prompts", str(_prompt_file(tmp_path)), "--dynamic", "none", "--steps", str(STEPS)]) == 2
+    assert "fora:x" in capsys.readouterr().err
+
+
+def _prompt_file(tmp_path: Path) -> Path:
+    p = tmp_path / "p.txt"
+    p.write_text("\n".join(PROMPTS) + "\n")
+    return p
