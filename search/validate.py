@@ -1,7 +1,8 @@
 """Validate a learned front on held-out prompts against FORA and the dynamic backends.
 
     python -m search.validate --run runs/shapes --model tiny --num-prompts 64
-    python -m search.validate --model tiny-flux --specs learned-3.81x.json "learned-3.81x.json+cfg-cache:2:2" --out v
+    python -m search.validate --model tiny-flux --out v --specs "fora:4+cfg-cache:2:2" \
+        dit_cache/zoo/schedules/tiny-flux-shapes/learned-3.81x.json
 
 `--specs` validates any caching specs (shipped schedule files, combinations such as a learned schedule under
 CFG-branch caching) as candidates beside, or instead of, a run's front.
