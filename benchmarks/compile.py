@@ -2,8 +2,9 @@
 
 Two scopes, as users compile:
 
-* ``model``: the whole transformer (`handle.compile(fullgraph=True)`; unhooked: ``transformer.compile(fullgraph=True)``)
-  for FORA and the shipped learned schedules;
+* ``model``: what `handle.compile(fullgraph=True)` does (scope "auto": the whole transformer, or its blocks for a
+  schedule with more than `MANY_STEP_PATTERNS` step patterns; the table names the blocks case) against the whole
+  unhooked transformer (``transformer.compile(fullgraph=True)``), for FORA and the shipped learned schedules;
 * ``blocks``: every block (`handle.compile_blocks(fullgraph=True)`; unhooked: ``block.compile(fullgraph=True)``)
   for FORA, the learned schedules, TaylorSeer and the block-level dynamic backends (their skip decision stays eager, outside the blocks).
 
@@ -106,7 +107,7 @@ class Runner:
 
     def _compile(self, scope: str, kw: dict) -> None:
         if self.handle is not None:
-            (self.handle.compile if scope == "model" else self.handle.compile_blocks)(**kw)
+            (self.handle.compile if scope == "model" else self.handle.compile_blocks)(**kw)  # model: scope "auto"
         elif scope == "model":
             self.t.compile(**kw)
         else:
@@ -117,6 +118,10 @@ class Runner:
         """One 20-step generation."""
         with torch.inference_mode():
             return denoise(self.t, self.scheduler, latents, text, STEPS)
+
+    def compiled_scope(self) -> str | None:
+        """What the handle compiled ("model" or "blocks"; None unhooked or eager)."""
+        return None if self.handle is None else self.handle.compiled_scope
 
     def macs_speedup(self) -> float:
         return 1.0 if self.handle is None else self.handle.stats.macs()["speedup"]
@@ -161,7 +166,7 @@ def probe(model: str, scope: str, variant: str, device: str, dtype: str, mode: s
     return {"compile_s": first - steady, "first_generation_s": first, "steady_compiled_s": steady,
             "steady_eager_s": steady_eager, **after_first,
             "graphs_after_more_generations": _counts()["unique_graphs"], "host_syncs_per_generation": sc.n,
-            "mac_speedup": comp.macs_speedup(), "max_abs_diff_vs_eager": float((out.float() - ref.float()).abs().max())}
+            "mac_speedup": comp.macs_speedup(), "compiled_scope": comp.compiled_scope(), "max_abs_diff_vs_eager": float((out.float() - ref.float()).abs().max())}
 
 
 def _probe_all(args: argparse.Namespace, work: Path) -> dict:
@@ -232,7 +237,8 @@ def summarize(probes: dict, timing: dict) -> dict:
             base_c, base_e = med[f"{scope}/unhooked/compiled"], med[f"{scope}/unhooked/eager"]
             for v, p in variants.items():
                 wall_c, wall_e = base_c / med[f"{scope}/{v}/compiled"], base_e / med[f"{scope}/{v}/eager"]
-                rows.append({"model": model, "scope": scope, "variant": v, "mac_speedup": p["mac_speedup"],
+                rows.append({"model": model, "scope": scope, "variant": v, "compiled_scope": p.get("compiled_scope"),
+                             "mac_speedup": p["mac_speedup"],
                              "eager_s": med[f"{scope}/{v}/eager"], "compiled_s": med[f"{scope}/{v}/compiled"],
                              "eager_wall_speedup": wall_e, "compiled_wall_speedup": wall_c,
                              "compiled_wall_over_mac": wall_c / p["mac_speedup"],
@@ -251,7 +257,8 @@ def table(rows: list[dict]) -> str:
             "| compile / unhooked | graphs | breaks | syncs / gen | max diff |\n|" + "---|" * 14)
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['scope']} | {r['variant']} | {r['mac_speedup']:.2f} | {r['eager_s']:.3f} | "
+        name = r["variant"] + (" (→ blocks)" if r["scope"] == "model" and r.get("compiled_scope") == "blocks" else "")
+        lines.append(f"| {r['model']} | {r['scope']} | {name} | {r['mac_speedup']:.2f} | {r['eager_s']:.3f} | "
                      f"{r['compiled_s']:.3f} | {r['compiled_wall_speedup']:.2f} | {r['compiled_wall_over_mac']:.2f} | "
                      f"{r['compile_s']:.1f} | {r['compile_over_unhooked']:.2f} | {r['unique_graphs']} | "
                      f"{r['graph_breaks']} | {r['host_syncs_per_generation']} | {r['max_abs_diff_vs_eager']:.1e} |")

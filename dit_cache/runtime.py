@@ -40,7 +40,8 @@ from .stats import CacheStats
 from .tracking import StepTracker
 
 STEP_HOOK = "dit_cache.step"
-MANY_STEP_PATTERNS = 4  # compile() warns above this many step patterns (README, "Compile benchmark")
+MANY_STEP_PATTERNS = 4  # above this many step patterns compile() compiles per block (README, "torch.compile")
+COMPILE_SCOPES = ("auto", "model", "blocks")
 COMPONENT_HOOK = "dit_cache.component"
 BLOCK_HOOK = "dit_cache.block"
 
@@ -279,6 +280,7 @@ class CacheHandle:
         self._hooked: list[tuple[nn.Module, str, bool]] = []  # (module, hook name, registry created by us)
         self._skip_until = -1  # last block of the range a block-level backend skips in this call
         self._gated_skips: list[int] = []  # blocks a `gates_blocks` backend skipped in this call
+        self.compiled_scope: str | None = None  # "model" or "blocks" after compile() / compile_blocks()
         self.block_level = backend.level == "block"
         self._log: list[tuple[int, int, int, bool]] = []  # (generation, step, branch, skipped) per call
         self._components: list[_ComponentHook] = []
@@ -342,6 +344,7 @@ class CacheHandle:
             else:
                 obj.compiled = None
         self._compiled.clear()
+        self.compiled_scope = None
         if self._recompile_added:
             import torch._dynamo
 
@@ -356,33 +359,44 @@ class CacheHandle:
         keys = ("generation", "step", "branch", "skipped")
         return [dict(zip(keys, x)) for x in self._log]
 
-    def compile(self, *, fullgraph: bool = True, **compile_kwargs: Any) -> int:
-        """`torch.compile` the whole transformer's forward (``fullgraph`` and kwargs go to `torch.compile`), with
-        the step tracker outside the compiled frame and the component hooks inside; `remove()` undoes it.
+    def compile(self, *, scope: str = "auto", fullgraph: bool = True, **compile_kwargs: Any) -> int:
+        """`torch.compile` the hooked transformer (``fullgraph`` and kwargs go to `torch.compile`); `remove()`
+        undoes it. Returns the number of graph patterns of the scope used (`compiled_scope` names it).
 
-        The tracker plans each call eagerly (no host sync), so the compiled transformer specialises on the
-        call's pattern of (computed, kept) components, never on the step: one graph per distinct pattern of the
-        schedule's steps (FORA-N: 2 or 3). Dynamo's recompile limit is raised by that count plus one and
-        lowered again by `remove()`. Returns the count. Block-level backends decide between blocks: compile those
-        with `compile_blocks()`."""
+        ``scope="model"``: the whole transformer's forward, with the step tracker outside the compiled frame and
+        the component hooks inside. The tracker plans each call eagerly (no host sync), so the compiled
+        transformer specialises on the call's pattern of (computed, kept) components, never on the step: one
+        graph per distinct step pattern of the schedule (FORA-N: 2 or 3). ``scope="blocks"``: `compile_blocks()`,
+        one small graph per distinct per-block pattern. ``scope="auto"`` (default): the whole transformer unless
+        the schedule has more than `MANY_STEP_PATTERNS` step patterns (then each pattern would recompile the
+        whole model: a 7-pattern schedule compiled in 2.1-3.2x the unhooked time on CPU inductor) or the backend
+        decides between blocks (block-level backends); then the blocks. Dynamo's recompile limit is raised by
+        the graphs' count and lowered again by `remove()`."""
+        if scope not in COMPILE_SCOPES:
+            raise ValueError(f"compile(scope={scope!r}): scope is one of {', '.join(COMPILE_SCOPES)}")
+        self._check_not_compiled()
+        self._refuse_gated()
+        patterns = 1 if self.block_level else self.backend.compile_patterns(per="step")
+        if scope == "auto":
+            scope = "blocks" if self.block_level or patterns > MANY_STEP_PATTERNS else "model"
+        if scope == "blocks":
+            return self.compile_blocks(fullgraph=fullgraph, **compile_kwargs)
         if self.block_level:
             raise RuntimeError(
                 f"{type(self.backend).__name__} skips blocks by a decision taken between them, which a compiled "
-                "transformer cannot hold: call handle.compile_blocks() (each block compiled, the decision eager)"
+                "transformer cannot hold: use compile(scope='blocks') (each block compiled, the decision eager)"
             )
-        self._check_not_compiled()
-        self._refuse_gated()
-        patterns = self.backend.compile_patterns(per="step")
         if patterns > MANY_STEP_PATTERNS:
             warnings.warn(
-                f"this schedule has {patterns} distinct step patterns: compile() compiles the whole transformer once "
-                f"per pattern (on CPU inductor a 7-pattern schedule compiled in 2.1-3.2x the unhooked time); "
-                f"compile_blocks() compiles small per-block graphs ({self.backend.compile_patterns()} block patterns) "
-                "and is the cheaper choice here", stacklevel=2)
+                f"this schedule has {patterns} distinct step patterns: compile(scope='model') compiles the whole "
+                f"transformer once per pattern (on CPU inductor a 7-pattern schedule compiled in 2.1-3.2x the "
+                f"unhooked time); scope='blocks' (the default 'auto' here) compiles small per-block graphs "
+                f"({self.backend.compile_patterns()} block patterns) and is the cheaper choice", stacklevel=2)
         self._raise_recompile_limit(patterns + 1)
         hook = self.transformer._diffusers_hook.get_hook(STEP_HOOK)
         hook.compiled = torch.compile(hook.fn_ref.original_forward, fullgraph=fullgraph, **compile_kwargs)
         self._compiled.append(hook)
+        self.compiled_scope = "model"
         return patterns
 
     def compile_blocks(self, *, fullgraph: bool = True, **compile_kwargs: Any) -> int:
@@ -399,6 +413,7 @@ class CacheHandle:
         self._refuse_gated()
         patterns = self.backend.compile_patterns()
         self._raise_recompile_limit(2 * patterns + 1)
+        self.compiled_scope = "blocks"
         for block in self.adapter.blocks(self.transformer):
             if self.block_level:
                 hook = block._diffusers_hook.get_hook(BLOCK_HOOK)

@@ -73,7 +73,7 @@ def _whole_run(pipe, family, sched, steps):
     torch._dynamo.reset()
     counters.clear()
     with dc.accelerate(pipe, sched) as h:
-        patterns = h.compile(fullgraph=True, backend="aot_eager")
+        patterns = h.compile(scope="model", fullgraph=True, backend="aot_eager")
         out = _generate(pipe, family, steps)
         graphs = counters["stats"]["unique_graphs"]
         assert torch.equal(_generate(pipe, family, steps), out)
@@ -114,9 +114,10 @@ def test_dynamic_backends_compile_blocks_fullgraph_with_the_gate_outside(family)
         torch._dynamo.reset()
         counters.clear()
         with dc.accelerate(pipe, cfg) as h:
-            with pytest.raises(RuntimeError, match="compile_blocks"):
-                h.compile()
-            h.compile_blocks(fullgraph=True, backend="aot_eager")
+            with pytest.raises(RuntimeError, match="scope='blocks'"):
+                h.compile(scope="model")
+            h.compile(fullgraph=True, backend="aot_eager")  # auto: the blocks, the decision eager
+            assert h.compiled_scope == "blocks"
             assert torch.equal(_generate(pipe, family, 20), ref), spec
             assert h.decisions == decisions, spec
         assert counters["stats"]["unique_graphs"] <= classes + 1, spec
@@ -127,7 +128,7 @@ def test_compile_twice_is_refused_and_remove_undoes_compile():
     space = dc.space_of(pipe.transformer)
     limit = torch._dynamo.config.recompile_limit
     with dc.accelerate(pipe, dc.random_schedule(space, 6, 0.5, seed=1)) as h:
-        patterns = h.compile(backend="aot_eager")
+        patterns = h.compile(scope="model", backend="aot_eager")
         assert torch._dynamo.config.recompile_limit == limit + patterns + 1
         with pytest.raises(RuntimeError, match="already compiled"):
             h.compile_blocks()
@@ -154,12 +155,33 @@ def test_step_and_block_pattern_counts_of_the_shipped_schedules():
         fora.compile_patterns(per="steps")
 
 
-def test_compile_warns_when_a_schedule_has_many_step_patterns():
+def test_compile_auto_compiles_blocks_when_a_schedule_has_many_step_patterns():
+    """compile() (scope "auto") compiles the whole transformer for few step patterns and the blocks for more than
+    MANY_STEP_PATTERNS, equal to eager with graphs bounded by the block patterns; scope="model" warns there."""
+    from dit_cache.runtime import MANY_STEP_PATTERNS
+
     pipe = build_tiny_pipeline("pixart")
     space = dc.space_of(pipe.transformer)
-    with dc.accelerate(pipe, dc.random_schedule(space, 20, 0.5, seed=1)) as h:
-        with pytest.warns(UserWarning, match=r"distinct step patterns: compile\(\) compiles the whole transformer"):
-            h.compile(backend="aot_eager")  # (lazy: nothing is compiled until a call)
+    many = dc.random_schedule(space, 20, 0.5, seed=1)
+    with dc.accelerate(pipe, many) as h:
+        ref = _generate(pipe, "pixart", 20)
+        assert h.backend.compile_patterns(per="step") > MANY_STEP_PATTERNS
+        with pytest.warns(UserWarning, match=r"distinct step patterns: compile\(scope='model'\) compiles the whole"):
+            h.compile(scope="model", backend="aot_eager")  # (lazy: nothing is compiled until a call)
+    torch._dynamo.reset()
+    counters.clear()
+    with dc.accelerate(pipe, many) as h:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            patterns = h.compile(fullgraph=True, backend="aot_eager")  # no warning: the cheap scope is taken
+        assert h.compiled_scope == "blocks" and patterns == h.backend.compile_patterns()
+        assert torch.equal(_generate(pipe, "pixart", 20), ref)
+        assert not counters["graph_break"] and counters["stats"]["unique_graphs"] <= 2 * patterns + 1
+    assert h.compiled_scope is None  # removed
     with dc.accelerate(pipe, dc.fora(space, 20, 2)) as h, warnings.catch_warnings():
         warnings.simplefilter("error")
-        h.compile(backend="aot_eager")  # 2 patterns: no warning
+        assert h.compile(backend="aot_eager") == 2 and h.compiled_scope == "model"  # 2 patterns: whole, no warning
+        with pytest.raises(RuntimeError, match="already compiled"):
+            h.compile(scope="blocks")
+    with dc.accelerate(pipe, dc.fora(space, 20, 2)) as h, pytest.raises(ValueError, match="scope is one of"):
+        h.compile(scope="layers")
