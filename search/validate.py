@@ -407,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dynamic", choices=["sweep", "defaults", "none"], default="sweep",
                    help="dynamic backends: several operating points each (default), defaults only, or none")
     p.add_argument("--calib-prompts", type=int, default=4,
-                   help="calibration prompts of the run that fit the TeaCache/MagCache/ERTACache profiles (default 4; 0: skip them)")
+                   help="calibration prompts that fit the TeaCache/MagCache/ERTACache profiles: the run's, or without --run "
+                        "calib_prompts/shapes_calib.txt's (default 4; 0: skip them)")
     p.add_argument("--no-dynamic", action="store_true", help="same as --dynamic none")
     p.add_argument("--front-max", type=int, default=None,
                    help="validate the best front schedule at >= each baseline's MACs speedup, then evenly spread "
