@@ -202,7 +202,11 @@ def test_readme_peers_table_is_peers_json(monkeypatch: pytest.MonkeyPatch) -> No
     assert mod.table(flux) in README
     assert f"{flux['wall_s'] / 60:.0f} minutes on core 1" in README
     rows = {(r["library"], r["setting"]): r for r in flux["rows"]}
-    assert f"`learned-3.81x` keeps {rows['dit-cache', 'learned-3.81x']['psnr']:.1f} dB" in README
+    both = rows["dit-cache", "learned-3.81x+cfg-cache:2:2"]
+    assert f"`learned-3.81x+cfg-cache:2:2` keeps {both['psnr']:.1f} dB at {both['macs_speedup']:.2f}×" in README
+    assert f"`learned-6.08x` {rows['dit-cache', 'learned-6.08x']['psnr']:.1f} dB at 6.08×" in README
+    walls = (both["wall_speedup"], rows["dit-cache", "learned-3.81x"]["wall_speedup"])
+    assert "(wall× {:.2f} against\n{:.2f} for `learned-3.81x` alone".format(*walls) in README
 
 
 def test_search_md_true_cfg_tiny_flux_run_is_its_json() -> None:
