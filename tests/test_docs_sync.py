@@ -227,3 +227,21 @@ def test_search_md_true_cfg_tiny_flux_run_is_its_json() -> None:
              if x.startswith("|")]
     dominated = sum("not dominated" not in line.split("|")[2] for line in table)
     assert f"it dominates {dominated} of the {len(table)} baseline points" in doc
+
+
+def test_search_md_static_plus_cfg_cache_table_is_its_json() -> None:
+    """The past-4x table in docs/search.md quotes search.validate --specs' JSON on tiny-flux."""
+    d = _load("validation_specs_tiny_flux.json")
+    rows = {r["variant"]: r for r in d["rows"]}
+    doc = (ROOT / "docs" / "search.md").read_text()
+    for name in ("fora-4", "fora-4+cfg-cache-2", "learned-3.16x", "learned-3.16x+cfg-cache-2", "learned-3.81x",
+                 "learned-3.81x+cfg-cache-2", "learned-6.08x"):
+        r = rows[name]
+        assert f"{r['macs_speedup']:.2f}×: {r['psnr_db']:.2f} dB, {100 * r['adherence']:.1f} %" in doc, name
+    gap = 100 * (rows["learned-3.81x+cfg-cache-2"]["adherence"] - rows["uncached"]["adherence"])
+    assert f"uncached ({gap:+.1f} points)" in doc
+    both = rows["learned-3.81x+cfg-cache-2"]
+    assert (f"keeps\n{both['psnr_db']:.2f} dB at {both['macs_speedup']:.2f}× with adherence {gap:+.1f} points on "
+            f"{len(d['prompts'])} held-out prompts") in README
+    assert rows["fora-4"]["variant"] in d["verdicts"]["dominated"] and d["verdicts"]["dominated"]["fora-4"] == [
+        "learned-3.81x+cfg-cache-2"]
