@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import dit_cache as dc
+
 from dit_cache.zoo.tiny_random import build_tiny_pipeline, tiny_call_kwargs
 from eval.flops import TransformerMacs
 
@@ -42,3 +44,21 @@ def test_pyramid_attention_broadcast_sees_flux_timesteps_on_its_own_scale(peers)
     finally:
         on.remove()
     assert 0 < counted.macs < full.macs
+
+
+def test_our_rows_include_static_schedules_under_cfg_branch_caching_and_the_instrument_agrees(peers) -> None:
+    """With separate CFG calls our rows add FORA-4 and the shipped learned schedules >= 2.5x under CFG-branch
+    caching (never without them), and FORA-5; on such a row the one instrument counts exactly our MACs."""
+    rows = peers.our_specs(20, 12, "tiny-flux", separate_cfg=True)
+    settings = {s for _, s, _ in rows}
+    assert {"fora:5", "fora:4+cfg-cache:2:2", "learned-3.81x+cfg-cache:2:2", "learned-3.16x+cfg-cache:2:2"} <= settings
+    assert "learned-2.20x+cfg-cache:2:2" not in settings  # below 2.5x
+    assert not any("+cfg-cache" in s for _, s, _ in peers.our_specs(20, 12, "tiny-flux", separate_cfg=False))
+    pipe = build_tiny_pipeline("flux")
+    space = dc.space_of(pipe.transformer)
+    value = dc.resolve_spec("fora:2" + peers.COMBINED.replace(":2:2", ":2:1"), space, 10).value
+    method = peers.Method("dit-cache", "fora+cfg-cache", "fora:2+cfg-cache:2:1", lambda p: dc.accelerate(p, value))
+    base = {k: v for k, v in tiny_call_kwargs("flux", 10, 0).items() if k not in ("prompt", "generator")}
+    got = peers.generate(pipe, base, ["a red circle"], [0], method)  # stops the run if the counts differ
+    full = peers.generate(pipe, base, ["a red circle"], [0], None)
+    assert got["macs"] < full["macs"]
