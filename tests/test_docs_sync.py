@@ -175,6 +175,27 @@ def test_readme_compile_table_is_compile_json(monkeypatch: pytest.MonkeyPatch) -
     assert f"**{min(v for (m, _), v in walls.items() if m == 'midsize'):.2f}–{max(v for (m, _), v in walls.items() if m == 'midsize'):.2f}**" in README
 
 
+def test_readme_compile_auto_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compile() with scope "auto": the README table and the numbers quoted under it are compile_auto.json's."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_compile", ROOT / "benchmarks" / "compile.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d = _load("compile_auto.json")
+    assert mod.table(d["rows"]) in README and f"ECAD semantics; {d['wall_s'] / 60:.0f} minutes" in README
+    r = {(x["model"], x["variant"]): x for x in d["rows"]}
+    learned, fora = r["midsize", "learned-3.16x"], r["midsize", "fora-2"]
+    assert learned["compiled_scope"] == "blocks" and fora["compiled_scope"] == "model"
+    assert (f"reaches **{learned['compiled_wall_over_mac']:.2f}** of its MAC speedup and\n  compiles in "
+            f"**{learned['compile_over_unhooked']:.2f}×**") in README
+    assert f"FORA-2, compiled whole, {fora['compiled_wall_over_mac']:.2f} at {fora['compile_over_unhooked']:.2f}×" in README
+    emb = [x for x in d["rows"] if x["model"] == "embedded" and x["variant"] != "unhooked"]
+    lo, hi = min(x["compiled_wall_over_mac"] for x in emb), max(x["compiled_wall_over_mac"] for x in emb)
+    assert f"wall / MACs stays {lo:.2f}–{hi:.2f}" in README
+    assert f"≤ {max(x['compile_over_unhooked'] for x in emb):.2f}× the unhooked one" in README
+    assert {x["graph_breaks"] for x in d["rows"]} == {0}
+
+
 def test_readme_block_reuse_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # block_reuse.py imports its sibling benchmarks
     spec = importlib.util.spec_from_file_location("bench_block_reuse", ROOT / "benchmarks" / "block_reuse.py")
