@@ -218,7 +218,11 @@ def test_readme_peers_table_is_peers_json(monkeypatch: pytest.MonkeyPatch) -> No
     mod = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_peers", mod)  # its @dataclass looks its module up there
     spec.loader.exec_module(mod)
-    assert mod.table(_load("peers.json")) in README
+    pix = _load("peers.json")
+    assert mod.table(pix) in README
+    f5 = next(r for r in pix["rows"] if r["setting"] == "fora:5")
+    assert f"FORA N=5 ({f5['psnr']:.1f} dB at {f5['macs_speedup']:.2f}×" in README
+    assert f"On the PixArt ({pix['wall_s'] / 60:.0f} minutes on core 1" in README
     flux = _load("peers_tiny_flux.json")
     assert mod.table(flux) in README
     assert f"{flux['wall_s'] / 60:.0f} minutes on core 1" in README
