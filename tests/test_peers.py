@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import dit_cache as dc
-
 from dit_cache.zoo.tiny_random import build_tiny_pipeline, tiny_call_kwargs
 from eval.flops import TransformerMacs
 
