@@ -195,6 +195,11 @@ def test_readme_compile_auto_table_is_its_json(monkeypatch: pytest.MonkeyPatch) 
     lo, hi = min(x["compiled_wall_over_mac"] for x in emb), max(x["compiled_wall_over_mac"] for x in emb)
     assert f"wall / MACs stays {lo:.2f}–{hi:.2f}" in README
     assert f"≤ {max(x['compile_over_unhooked'] for x in emb):.2f}× the unhooked one" in README
+    unhooked, f4 = r["embedded", "unhooked"]["compiled_s"], r["embedded", "fora-4"]
+    full, skip = unhooked / 20, (f4["compiled_s"] - 5 * unhooked / 20) / 15  # FORA-4: 5 full, 15 skipped steps
+    mac = (20 / f4["mac_speedup"] - 5) / 15
+    assert (f"{1e3 * skip:.2f} ms, {100 * skip / full:.1f} % of a full step, for {100 * mac:.1f} % of a step's MACs"
+            in README)
     assert {x["graph_breaks"] for x in d["rows"]} == {0}
     blocks = _load("compile_blocks_midsize.json")
     assert mod.table(blocks["rows"]) in README and f"compile_blocks_midsize.json` ({blocks['wall_s'] / 60:.0f} minutes)" in README
