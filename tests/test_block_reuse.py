@@ -163,8 +163,8 @@ def test_compiles_fullgraph_equal_to_eager(scope: str) -> None:
     torch._dynamo.reset()
     counters.clear()
     with dc.accelerate(pipe, cfg) as h:
-        compile_ = h.compile if scope == "model" else h.compile_blocks
-        patterns = compile_(fullgraph=True, backend="aot_eager")
+        patterns = h.compile(scope=scope, fullgraph=True, backend="aot_eager")
+        assert h.compiled_scope == scope
         out = _run(pipe, "pixart", steps=20)
         graphs = counters["stats"]["unique_graphs"]
         assert torch.equal(_run(pipe, "pixart", steps=20), out)
