@@ -374,13 +374,13 @@ class CacheHandle:
         the graphs' count and lowered again by `remove()`."""
         if scope not in COMPILE_SCOPES:
             raise ValueError(f"compile(scope={scope!r}): scope is one of {', '.join(COMPILE_SCOPES)}")
-        self._check_not_compiled()
-        self._refuse_gated()
         patterns = 1 if self.block_level else self.backend.compile_patterns(per="step")
         if scope == "auto":
             scope = "blocks" if self.block_level or patterns > MANY_STEP_PATTERNS else "model"
         if scope == "blocks":
-            return self.compile_blocks(fullgraph=fullgraph, **compile_kwargs)
+            return self.compile_blocks(fullgraph=fullgraph, **compile_kwargs)  # (checks as below)
+        self._check_not_compiled()
+        self._refuse_gated()
         if self.block_level:
             raise RuntimeError(
                 f"{type(self.backend).__name__} skips blocks by a decision taken between them, which a compiled "

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 import dit_cache as dc
+from dit_cache.io import positive_int
 from dit_cache.resolve import MODEL_HELP
 from eval.fidelity import psnr, to_uint8
 
@@ -235,9 +236,10 @@ def _evaluate(pipe: Any, decode: Any, prompts: list[str], seeds: list[int], step
 def validate(run: Path | None, model: str, prompts: list[str], seeds: list[int], *, dynamic: bool | str = True,
              pipe: Any = None, shapes: bool | None = None, calib: list[str] | None = None,
              progress: bool = False, front_max: int | None = None, specs: list[str] = (),
-             steps: int = 20) -> dict[str, Any]:
+             steps: int | None = None) -> dict[str, Any]:
     """Evaluate the run's front (`run`, or None) and the caching `specs` (kind "spec", judged as the front is)
-    against the baselines; returns rows and verdicts. Without a run, generations take `steps` steps.
+    against the baselines; returns rows and verdicts. Generations take the run's step count; without a run,
+    `steps` (default 20). A `steps` that differs from the run's is refused.
 
     ``dynamic``: False (none), True/"defaults" (each dynamic backend at its defaults, `dit_cache.DEFAULT_BASELINES`)
     or "sweep" (the operating points of `dit_cache.baselines`; `calib` prompts fit the TeaCache/MagCache/ERTACache profiles).
@@ -250,7 +252,10 @@ def validate(run: Path | None, model: str, prompts: list[str], seeds: list[int],
     front = _load_front(run) if run is not None else []
     if not front and not specs:
         raise ValueError("nothing to validate: pass a search run (--run) or caching specs (--specs)")
-    steps = front[0].steps if front else steps
+    if front and steps is not None and steps != front[0].steps:
+        raise ValueError(f"--steps {steps} does not match the run's schedules ({front[0].steps} steps): leave "
+                         "--steps out with --run")
+    steps = front[0].steps if front else (steps or 20)
     pipe = pipe if pipe is not None else dc.load_pipeline(model).pipe
     space = dc.space_of(pipe.transformer)
     extra = [(r.name, "spec", r.value) for r in (dc.resolve_spec(s, space, steps) for s in specs)]  # bad spec: now
@@ -399,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", default=None, help="a `dit-cache search` output folder (reads RUN/front/*.json)")
     p.add_argument("--specs", nargs="+", default=[], metavar="SPEC",
                    help="caching specs to validate as candidates too (schedule files, fora:4+cfg-cache:2, ...)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps without --run (default 20)")
+    p.add_argument("--steps", type=positive_int, default=None, help="denoising steps without --run (default 20; "
+                   "with --run: the run's)")
     p.add_argument("--model", default="tiny", help="the model the run searched: " + MODEL_HELP)
     p.add_argument("--prompts", default=None, help="prompts file (default: held-out shapes captions)")
     p.add_argument("--num-prompts", type=int, default=64, help="number of prompts (default 64)")

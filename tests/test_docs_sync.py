@@ -285,3 +285,17 @@ def test_search_md_static_plus_cfg_cache_table_is_its_json() -> None:
             f"{len(d['prompts'])} held-out prompts") in README
     assert rows["fora-4"]["variant"] in d["verdicts"]["dominated"] and d["verdicts"]["dominated"]["fora-4"] == [
         "learned-3.81x+cfg-cache-2"]
+    for name, shown in (("2-w1", "2:1"), ("3", "3:2"), ("3-w1", "3:1")):
+        r = rows[f"learned-3.81x+cfg-cache-{name}"]
+        assert f"`+cfg-cache:{shown}` {r['psnr_db']:.2f} dB / {100 * r['adherence']:.1f} %" in doc, name
+    front = _load("search_shapes_history_tiny_flux_cfg.json")["front"]  # the search's front, calibration prompts
+    at35 = min((f for f in front if f["psnr_db"] >= 35.0), key=lambda f: -f["macs_speedup"])
+    past5 = max(f["psnr_db"] for f in front if f["macs_speedup"] >= 5.0)
+    assert f"front has {at35['psnr_db']:.1f} dB at {at35['macs_speedup']:.2f}× on calibration prompts and at most " \
+           f"{past5:.1f} dB at ≥ 5×" in doc
+    f4, f4g = rows["fora-4"], rows["fora-4+cfg-cache-2"]
+    assert (f"loses {f4['psnr_db'] - f4g['psnr_db']:.1f} dB for {f4g['macs_speedup'] / f4['macs_speedup']:.2f}× more"
+            in doc)
+    peers = {r["setting"]: r for r in _load("peers_tiny_flux.json")["rows"]}
+    gated = peers["learned-6.08x+cfg-cache:2:2"]
+    assert f"collapses ({gated['psnr']:.1f} dB at {gated['macs_speedup']:.2f}× in the peers run)" in doc

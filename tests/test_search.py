@@ -987,11 +987,12 @@ def test_screening_evaluates_fewer_children_and_reports_only_full_evaluations(pi
         SearchConfig(screen_keep=0).check()
 
 
-def test_validate_specs_without_a_run(tmp_path, capsys):
+def test_validate_specs_without_a_run(tmp_path, capsys, pipe, baseline):
     """`--specs` validates caching specs (here FORA-2 under CFG-branch caching) as candidates without a search run;
     their rows carry the runtime's speedups and are judged as front points; bad inputs are one clear error."""
     from search.validate import main, validate
 
+    summary, _, _ = baseline
     flux = dc.load_pipeline("random-tiny:flux").pipe
     res = validate(None, "random-tiny:flux", PROMPTS[:2], [3, 4], dynamic=False, pipe=flux, shapes=False,
                    specs=["fora:2", "fora:2+cfg-cache:2:1"], steps=10)  # uncond reconstructed at step 4
@@ -1002,6 +1003,9 @@ def test_validate_specs_without_a_run(tmp_path, capsys):
     spec_fora = [r for r in res["rows"] if r["kind"] == "spec" and r["variant"] == "fora-2"]
     assert spec_fora and spec_fora[0]["latent_mse"] == plain["latent_mse"]  # same spec, same generation
     assert "fora-2" in res["verdicts"]["dominated"]
+    with pytest.raises(ValueError, match="does not match the run's schedules"):
+        validate(Path(summary["_out"]), "random-tiny", PROMPTS[:1], [3], dynamic=False, pipe=pipe, shapes=False,
+                 steps=STEPS + 1)
     with pytest.raises(ValueError, match="nothing to validate"):
         validate(None, "random-tiny:flux", PROMPTS[:1], [3], dynamic=False, pipe=flux, shapes=False)
     with pytest.raises(SystemExit):
