@@ -211,6 +211,32 @@ def test_readme_compile_auto_table_is_its_json(monkeypatch: pytest.MonkeyPatch) 
     assert max(x["compile_over_unhooked"] for x in blocks["rows"]) <= 2.0
 
 
+def test_readme_compile_bound_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What any cache could reach: the README tables and quoted numbers are compile_bound.json's, and its rows
+    are the bound applied to the compile JSONs as they are now."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_compile_bound", ROOT / "benchmarks" / "compile_bound.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    d = _load("compile_bound.json")
+    assert d["rows"] == mod.rows(d["models"])  # re-derived from compile_auto.json / compile_blocks_midsize.json
+    assert mod.table(d) in README
+    assert f"compile_bound.json`; {d['wall_s'] / 60:.0f} minutes, {d['repeats']} interleaved generations" in README
+    m, auto = d["models"]["embedded"], {(r["model"], r["variant"]): r for r in _load("compile_auto.json")["rows"]}
+    f4 = next(r for r in d["rows"] if r["source"] == "compile_auto.json" and r["variant"] == "fora-4")
+    hooks = (m["U_hooked_s"] - m["U_s"]) / 20
+    u, h = auto["embedded", "unhooked"]["compiled_s"], auto["embedded", "fora-4"]["compiled_s"]
+    gap = h - u / (f4["best_wall_over_mac"] * f4["mac_speedup"])
+    assert (f"take {100 * m['U_bare_s'] / m['U_s']:.1f} % of the wall for\n  {100 * (1 - m['beta']):.2f} % of the MACs, "
+            f"so even a free cache reaches only {f4['best_wall_over_mac']:.2f} of FORA-4's\n  MAC speedup; ours reaches "
+            f"{f4['measured_wall_over_mac']:.2f}") in README
+    assert (f"cost {1e3 * hooks:.2f} ms a call, {1e3 * hooks * 20:.1f} ms a generation: as much as FORA-4\n  would save "
+            f"if it reached the bound ({1e3 * gap:.1f} ms of its {h:.3f} s)") in README
+    mid = min(r["best_wall_over_mac"] for r in d["rows"] if r["model"] == "midsize")
+    assert f"On the hidden-384 model the bound is {mid:.2f}," in README
+    assert max(abs(r["measured_wall_over_mac"] - r["best_wall_over_mac"]) for r in d["rows"] if r["model"] == "midsize") < 0.1
+
+
 def test_readme_block_reuse_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # block_reuse.py imports its sibling benchmarks
     spec = importlib.util.spec_from_file_location("bench_block_reuse", ROOT / "benchmarks" / "block_reuse.py")
