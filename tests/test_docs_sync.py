@@ -237,6 +237,25 @@ def test_readme_compile_bound_is_its_json(monkeypatch: pytest.MonkeyPatch) -> No
     assert max(abs(r["measured_wall_over_mac"] - r["best_wall_over_mac"]) for r in d["rows"] if r["model"] == "midsize") < 0.1
 
 
+def test_search_md_multi_fidelity_protocol_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validated run against its multi-fidelity repeat: docs/search.md's text and table are rendered from the
+    histories and validations, and the verdict it states follows from the table."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("bench_search_cost", ROOT / "benchmarks" / "search_cost.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    doc = (ROOT / "docs" / "search.md").read_text()
+    assert mod.mf_protocol() in doc
+    ref, mf = _load("search_shapes_history.json"), _load("search_shapes_history_mf.json")
+    saving = 1 - mf["block_evals"] * mf["config"]["batch_size"] / (ref["block_evals"] * ref["config"]["batch_size"])
+    assert f"the per-sample saving ({100 * saving:.0f} %)" in doc
+    assert mf["config"]["multi_fidelity"] and not ref["config"]["multi_fidelity"]
+    assert {k: v for k, v in mf["config"].items() if k not in ("multi_fidelity", "batch_size", "screen_keep", "screen_pool",
+            "screen_generations")} == {k: v for k, v in ref["config"].items() if k not in ("multi_fidelity", "batch_size")}
+    diffs = [float(line.rsplit("|", 2)[-2]) for line in mod.mf_protocol().splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert min(diffs) < 0 < max(diffs)  # "better at some levels, worse at others": the default stays off
+
+
 def test_readme_block_reuse_table_is_its_json(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # block_reuse.py imports its sibling benchmarks
     spec = importlib.util.spec_from_file_location("bench_block_reuse", ROOT / "benchmarks" / "block_reuse.py")
