@@ -229,10 +229,14 @@ def mf_protocol(results: Path = OUT.parent) -> str:
     """docs/search.md's comparison of the validated run with its multi-fidelity repeat (histories and held-out
     validations in `results`): per-sample block evaluations, wall, hypervolume, and the best held-out image PSNR at
     or above each MAC speedup."""
-    load = lambda name: json.loads((results / name).read_text())  # noqa: E731
-    ref_h, mf_h = load("search_shapes_history.json"), load("search_shapes_history_mf.json")
-    ref_v, mf_v = load("search_validation_shapes.json"), load("search_validation_shapes_mf.json")
+    names = ("search_shapes_history.json", "search_shapes_history_mf.json", "search_validation_shapes.json",
+             "search_validation_shapes_mf.json")
+    missing = [n for n in names if not (results / n).is_file()]
+    if missing:
+        raise SystemExit(f"--mf-protocol needs {', '.join(missing)} in {results} (docs/search.md gives the runs)")
+    ref_h, mf_h, ref_v, mf_v = (json.loads((results / n).read_text()) for n in names)
     a, b = (h["block_evals"] * h["config"]["batch_size"] for h in (ref_h, mf_h))  # a block evaluation is one batch call
+    first, whole = mf_h["config"]["batch_size"], ref_h["config"]["batch_size"]
 
     def best(v: dict[str, Any], t: float) -> dict[str, Any]:
         return max((r for r in v["rows"] if r["kind"] == "front" and r["macs_speedup"] >= t), key=lambda r: r["psnr_db"])
@@ -242,10 +246,10 @@ def mf_protocol(results: Path = OUT.parent) -> str:
 
     rows = [f"| {t} | {cell(best(ref_v, t))} | {cell(best(mf_v, t))} | {best(mf_v, t)['psnr_db'] - best(ref_v, t)['psnr_db']:+.2f} |"
             for t in (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)]
-    return (f"  - {mf_h['history'][-1]['partial']} of {mf_h['evaluations']:,} candidates stopped after the first 8 prompts. "
+    return (f"  - {mf_h['history'][-1]['partial']} of {mf_h['evaluations']:,} candidates stopped after the first {first} prompts. "
             f"Block\n    evaluations count transformer calls of a whole batch, so per sample: {b:,} against {a:,}\n"
-            f"    ({100 * (b / a - 1):+.0f} %). Wall {mf_h['wall_s']:,.0f} s against {ref_h['wall_s']:,.0f} s (batches of 8 "
-            f"use this CPU\n    less well than one of 24). Final hypervolume {mf_h['history'][-1]['hypervolume']:.3f} against "
+            f"    ({100 * (b / a - 1):+.0f} %). Wall {mf_h['wall_s']:,.0f} s against {ref_h['wall_s']:,.0f} s (batches of {first} "
+            f"use this CPU\n    less well than one of {whole}). Final hypervolume {mf_h['history'][-1]['hypervolume']:.3f} against "
             f"{ref_h['history'][-1]['hypervolume']:.3f}.\n"
             "  - Held-out (96 prompts, seeds 10000+, the same for both), the best image PSNR at or above each MAC speedup:\n\n"
             "| ≥ MACs× | today's front: PSNR dB (MACs×, adherence) | multi-fidelity front | difference (dB) |\n"

@@ -36,3 +36,23 @@ def test_search_cost_recounts_naive_exactly_and_reports_factors(tmp_path):
                           "--population", "8", "--num-prompts", "4", "--batch-size", "2", "--seeds", "0",
                           "--variants", "defaults", "--workers", "1", "--verify-naive", "0",
                           "--runs", str(tmp_path / "runs"), "--out", str(out), "--plot", str(tmp_path / "p.png")])
+
+
+def test_mf_protocol_names_missing_result_files(tmp_path):
+    (tmp_path / "search_shapes_history.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"search_shapes_history_mf\.json, search_validation_shapes\.json"):
+        search_cost.mf_protocol(tmp_path)
+
+
+def test_compile_bound_refuses_bad_arguments_before_measuring(monkeypatch, tmp_path, capsys):
+    import compile_bound
+
+    monkeypatch.setattr(compile_bound, "measure", lambda *a: pytest.fail("measured despite a bad argument"))
+    (tmp_path / "a-file").write_text("")
+    for argv in (["--repeats", "0"], ["--out", str(tmp_path / "a-file" / "y.json")], ["--out", str(tmp_path)]):
+        monkeypatch.setattr(sys, "argv", ["compile_bound.py", *argv])
+        with pytest.raises(SystemExit) as e:
+            compile_bound.main()
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--repeats" in err and "a-file is a file" in err and "is a folder" in err
